@@ -1,0 +1,1 @@
+//! The GGUF container: a bounded reader over a memory map and a streaming writer.
