@@ -52,7 +52,7 @@ pub fn quantize_row_q2_0_ref(x: &[f32], y: &mut [BlockQ2_0]) {
         yb.d = fp32_to_fp16(d);
         yb.qs = [0; QK2_0 / 4];
         for (j, &v) in xb.iter().enumerate() {
-            let q = ((v * id).round() as i32 + 1).clamp(0, 3) as u8;
+            let q = ((v * id).round() as i32).wrapping_add(1).clamp(0, 3) as u8;
             yb.qs[j / 4] |= q << (2 * (j % 4));
         }
     }

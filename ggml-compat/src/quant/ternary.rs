@@ -36,10 +36,11 @@ fn block_scale(xb: &[f32]) -> (f32, f32) {
     (amax, if amax != 0.0 { 1.0 / amax } else { 0.0 })
 }
 
-/// `lroundf(x * id) + 1`: -1, 0, 1 → 0, 1, 2 (ties away from zero).
+/// `lroundf(x * id) + 1`: -1, 0, 1 → 0, 1, 2 (ties away from zero). Wrapping: a subnormal
+/// `amax` makes `id` infinite, where ggml's conversion is undefined; we only promise no panic.
 #[inline]
 fn trit(x: f32, id: f32) -> u8 {
-    ((x * id).round() as i32 + 1) as u8
+    ((x * id).round() as i32).wrapping_add(1) as u8
 }
 
 /// Base-3 digits (first is most significant) to ggml's fixed-point byte: `ceil(n * 256 / 243)`.
