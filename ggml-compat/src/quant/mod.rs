@@ -4,6 +4,7 @@
 //!
 //! Every function here works on whole rows: `src.len()` is a multiple of the type's block size.
 
+mod common;
 mod float;
 mod iq4;
 mod k_quants;
