@@ -48,6 +48,20 @@ pub const Q8_K: QuantFns = QuantFns {
     uses_imatrix: false,
 };
 
+/// ggml's `nearest_int` bit for bit: add `1.5 * 2^23` so the FPU rounds to an integer (ties to
+/// even), then read the integer back out of the mantissa.
+///
+/// Within ggml's asserted domain `|x| <= 4194303` this equals [`crate::quant::nearest_int`]. ggml
+/// builds without asserts, and outside that domain its result is what the bit trick yields
+/// (`±inf` gives `-4194304`, large finite values wrap), not a saturated integer. The K-quants do
+/// reach it: a Q4_K/Q5_K super-block with values near 5e6 overflows `dmin` to `inf` in f16 and
+/// then rounds `(x + inf) / d`. Keeping the trick keeps those bytes equal to ggml's.
+#[inline]
+pub(crate) fn nearest_int(x: f32) -> i32 {
+    let bits = (x + 12_582_912.0).to_bits() as i32;
+    (bits & 0x007f_ffff) - 0x0040_0000
+}
+
 /// ggml's `GGML_FP32_TO_FP16` (round to nearest even).
 #[inline]
 fn f16(x: f32) -> half::f16 {
@@ -123,7 +137,7 @@ fn requantize_asym(x: &[f32], levels: &mut [u8], d: f32, dm: f32, nmax: i32) {
         return;
     }
     for (l, &v) in levels.iter_mut().zip(x) {
-        *l = super::nearest_int((v + dm) / d).clamp(0, nmax) as u8;
+        *l = nearest_int((v + dm) / d).clamp(0, nmax) as u8;
     }
 }
 
@@ -131,4 +145,30 @@ fn requantize_asym(x: &[f32], levels: &mut [u8], d: f32, dm: f32, nmax: i32) {
 fn super_blocks(x: &[f32]) -> impl Iterator<Item = &[f32; QK_K]> {
     x.chunks_exact(QK_K)
         .map(|c| c.try_into().expect("chunks_exact yields QK_K"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_int;
+
+    #[test]
+    fn nearest_int_matches_round_ties_even_in_ggml_domain() {
+        for x in [
+            0.0f32, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, 3.7, -3.7, 4194303.0,
+            -4194303.0, 4194302.5, 1e-30,
+        ] {
+            assert_eq!(nearest_int(x), crate::quant::nearest_int(x), "x = {x}");
+        }
+    }
+
+    #[test]
+    fn nearest_int_outside_domain_is_ggml_bit_trick() {
+        // inf + 1.5*2^23 = inf: mantissa 0, so 0 - 2^22.
+        assert_eq!(nearest_int(f32::INFINITY), -4_194_304);
+        assert_eq!(nearest_int(f32::NEG_INFINITY), -4_194_304);
+        // 5e6 + 12582912 = 17582912, mantissa (17582912 - 2^24) / 2 = 402848.
+        assert_eq!(nearest_int(5e6), 402_848 - 4_194_304);
+        // A quiet NaN keeps only the quiet bit: 2^22 - 2^22.
+        assert_eq!(nearest_int(f32::NAN), 0);
+    }
 }

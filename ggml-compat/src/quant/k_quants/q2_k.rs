@@ -1,10 +1,11 @@
 //! Q2_K: 16 sub-blocks of 16 with a 4-bit scale and 4-bit min each, `x = d*sc*q - dmin*m`,
 //! 2-bit `q`. ggml's `quantize_row_q2_K_ref`, `quantize_row_q2_K_impl`, `dequantize_row_q2_K`.
 
+use super::nearest_int;
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, Grid};
 use super::{f16, imatrix_weights, pack_2bit, requantize_asym, sum_sq, super_blocks};
 use crate::blocks::BlockQ2K;
-use crate::quant::{nearest_int, with_blocks, with_blocks_mut};
+use crate::quant::{with_blocks, with_blocks_mut};
 use crate::types::QK_K;
 
 /// Quantizes a row as ggml's `quantize_q2_K` does: the reference quantizer without an imatrix,

@@ -2,10 +2,11 @@
 //! (low 2 bits in `qs`, high bit in `hmask`). ggml's `quantize_row_q3_K_ref`,
 //! `quantize_row_q3_K_impl`, `dequantize_row_q3_K`.
 
+use super::nearest_int;
 use super::search::{make_q3_quants, make_qx_quants};
 use super::{f16, imatrix_weights, pack_2bit, sum_sq, super_blocks};
 use crate::blocks::BlockQ3K;
-use crate::quant::{nearest_int, with_blocks, with_blocks_mut};
+use crate::quant::{with_blocks, with_blocks_mut};
 use crate::types::QK_K;
 
 /// Quantizes a row as ggml's `quantize_q3_K` does: the reference quantizer without an imatrix,

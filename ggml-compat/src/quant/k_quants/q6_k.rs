@@ -2,10 +2,11 @@
 //! nibbles in `ql`, high 2 bits in `qh`). ggml's `quantize_row_q6_K_ref`,
 //! `quantize_row_q6_K_impl`, `dequantize_row_q6_K`.
 
+use super::nearest_int;
 use super::search::{make_qx_quants, GROUP_MAX_EPS};
 use super::{f16, super_blocks};
 use crate::blocks::BlockQ6K;
-use crate::quant::{nearest_int, with_blocks, with_blocks_mut};
+use crate::quant::{with_blocks, with_blocks_mut};
 use crate::types::QK_K;
 use bytemuck::Zeroable;
 

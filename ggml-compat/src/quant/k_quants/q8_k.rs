@@ -2,9 +2,10 @@
 //! `d`, 8-bit `q`, and the sum of each group of 16 `q` in `bsums`. ggml's
 //! `quantize_row_q8_K_ref` and `dequantize_row_q8_K`.
 
+use super::nearest_int;
 use super::super_blocks;
 use crate::blocks::BlockQ8K;
-use crate::quant::{nearest_int, with_blocks, with_blocks_mut};
+use crate::quant::{with_blocks, with_blocks_mut};
 use crate::types::QK_K;
 
 /// ggml's `quantize_row_q8_K_ref` (also what the CPU backend's `quantize_row_q8_K` runs on x86).

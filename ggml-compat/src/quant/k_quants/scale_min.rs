@@ -3,9 +3,9 @@
 //! ggml's `quantize_row_q{4,5}_K_ref` and `quantize_row_q{4,5}_K_impl`; the types differ only in
 //! `nmax`, the reference search grid and how the levels are packed.
 
+use super::nearest_int;
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, Grid};
 use super::{f16, get_scale_min_k4, imatrix_weights, pack_scale_min_k4, requantize_asym, sum_sq};
-use crate::quant::nearest_int;
 use crate::types::QK_K;
 use half::f16 as F16;
 

@@ -4,10 +4,10 @@
 //!
 //! These decide every byte the K-quants write, so each one keeps ggml's order of operations in
 //! `f32`: `w * x * l` is `(w * x) * l`, integers become floats where ggml's C converts them, and
-//! rounding is [`nearest_int`] (ties to even). Only the modes the K-quants call are ported; each
+//! rounding is ggml's [`nearest_int`] (ties to even). Only the modes the K-quants call are ported; each
 //! function says which.
 
-use crate::quant::nearest_int;
+use super::nearest_int;
 
 /// ggml's `GROUP_MAX_EPS`: a group whose largest magnitude is below this is all zero.
 pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
