@@ -48,18 +48,21 @@ pub const Q8_K: QuantFns = QuantFns {
     uses_imatrix: false,
 };
 
-/// ggml's `nearest_int` bit for bit: add `1.5 * 2^23` so the FPU rounds to an integer (ties to
-/// even), then read the integer back out of the mantissa.
+/// ggml's `nearest_int`, also outside the domain it asserts.
 ///
-/// Within ggml's asserted domain `|x| <= 4194303` this equals [`crate::quant::nearest_int`]. ggml
-/// builds without asserts, and outside that domain its result is what the bit trick yields
-/// (`±inf` gives `-4194304`, large finite values wrap), not a saturated integer. The K-quants do
-/// reach it: a Q4_K/Q5_K super-block with values near 5e6 overflows `dmin` to `inf` in f16 and
-/// then rounds `(x + inf) / d`. Keeping the trick keeps those bytes equal to ggml's.
+/// Within `|x| <= 4194303` this is [`crate::quant::nearest_int`] (round half to even). ggml builds
+/// without asserts, and beyond that its bit trick (add `1.5 * 2^23`, read the integer back out of
+/// the mantissa) does not saturate: `±inf` gives `-4194304`, large finite values wrap. The
+/// K-quants do get there: a Q4_K/Q5_K super-block with values near 5e6 overflows `dmin` to `inf`
+/// in f16 and then rounds `(x + inf) / d`. Reproducing the trick keeps those bytes equal to ggml's.
 #[inline]
 pub(crate) fn nearest_int(x: f32) -> i32 {
-    let bits = (x + 12_582_912.0).to_bits() as i32;
-    (bits & 0x007f_ffff) - 0x0040_0000
+    if x.abs() <= 4_194_303.0 {
+        crate::quant::nearest_int(x)
+    } else {
+        let bits = (x + 12_582_912.0).to_bits() as i32;
+        (bits & 0x007f_ffff) - 0x0040_0000
+    }
 }
 
 /// ggml's `GGML_FP32_TO_FP16` (round to nearest even).
@@ -151,13 +154,16 @@ fn super_blocks(x: &[f32]) -> impl Iterator<Item = &[f32; QK_K]> {
 mod tests {
     use super::nearest_int;
 
+    /// ggml's trick, written out, agrees with rounding half to even everywhere in its domain.
     #[test]
-    fn nearest_int_matches_round_ties_even_in_ggml_domain() {
+    fn bit_trick_is_round_ties_even_in_ggml_domain() {
+        let trick = |x: f32| ((x + 12_582_912.0).to_bits() as i32 & 0x007f_ffff) - 0x0040_0000;
         for x in [
             0.0f32, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, 3.7, -3.7, 4194303.0,
-            -4194303.0, 4194302.5, 1e-30,
+            -4194303.0, 4194302.5, -4194302.5, 1e-30,
         ] {
-            assert_eq!(nearest_int(x), crate::quant::nearest_int(x), "x = {x}");
+            assert_eq!(trick(x), x.round_ties_even() as i32, "x = {x}");
+            assert_eq!(nearest_int(x), trick(x), "x = {x}");
         }
     }
 
