@@ -272,3 +272,27 @@ fn q8_k_bsums_and_special_rows() {
         );
     }
 }
+
+proptest! {
+    /// Any f32 bit pattern (NaN, ±inf, subnormals, huge values) quantizes without panicking, with
+    /// or without an imatrix; any bytes dequantize without panicking.
+    #[test]
+    fn arbitrary_floats_and_bytes_do_not_panic(
+        x in prop::collection::vec(
+            prop_oneof![
+                4 => -1.0f32..1.0,
+                2 => any::<u32>().prop_map(f32::from_bits),
+                1 => prop::sample::select(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX, 1e-45]),
+            ],
+            QK_K,
+        ),
+        w in imatrix(QK_K),
+        bytes in prop::collection::vec(any::<u8>(), 292),
+    ) {
+        for ty in TYPES {
+            quantize(ty, &x, None);
+            quantize(ty, &x, Some(&w));
+            dequant(ty, &bytes[..ty.type_size()]);
+        }
+    }
+}

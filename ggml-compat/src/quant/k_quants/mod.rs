@@ -17,31 +17,37 @@ pub(crate) mod search;
 use super::QuantFns;
 use crate::types::QK_K;
 
+/// Q2_K: `dequantize_row_q2_K`, and `quantize_q2_K` (`quantize_row_q2_K_ref` / `_impl`).
 pub const Q2_K: QuantFns = QuantFns {
     to_float: q2_k::dequantize,
     quantize: q2_k::quantize,
     uses_imatrix: true,
 };
+/// Q3_K: `dequantize_row_q3_K`, and `quantize_q3_K` (`quantize_row_q3_K_ref` / `_impl`).
 pub const Q3_K: QuantFns = QuantFns {
     to_float: q3_k::dequantize,
     quantize: q3_k::quantize,
     uses_imatrix: true,
 };
+/// Q4_K: `dequantize_row_q4_K`, and `quantize_q4_K` (`quantize_row_q4_K_ref` / `_impl`).
 pub const Q4_K: QuantFns = QuantFns {
     to_float: q4_k::dequantize,
     quantize: q4_k::quantize,
     uses_imatrix: true,
 };
+/// Q5_K: `dequantize_row_q5_K`, and `quantize_q5_K` (`quantize_row_q5_K_ref` / `_impl`).
 pub const Q5_K: QuantFns = QuantFns {
     to_float: q5_k::dequantize,
     quantize: q5_k::quantize,
     uses_imatrix: true,
 };
+/// Q6_K: `dequantize_row_q6_K`, and `quantize_q6_K` (`quantize_row_q6_K_ref` / `_impl`).
 pub const Q6_K: QuantFns = QuantFns {
     to_float: q6_k::dequantize,
     quantize: q6_k::quantize,
     uses_imatrix: true,
 };
+/// Q8_K: `dequantize_row_q8_K` and `quantize_row_q8_K_ref`; no importance matrix.
 pub const Q8_K: QuantFns = QuantFns {
     to_float: q8_k::dequantize,
     quantize: q8_k::quantize,
