@@ -8,7 +8,8 @@ pub mod matmul;
 pub mod scalar;
 
 pub use matmul::{
-    matmul, matmul_with, MatmulError, MatmulScratch, Parallel, ScopedThreads, WeightMatrix,
+    matmul, matmul_with, quantize_activations, MatmulError, MatmulScratch, Parallel, ScopedThreads,
+    WeightMatrix,
 };
 
 use ggml_compat::GgmlType;
