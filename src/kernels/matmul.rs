@@ -68,10 +68,12 @@ impl<'a> WeightMatrix<'a> {
         })
     }
 
+    /// The tensor name given to [`WeightMatrix::new`].
     pub fn name(&self) -> &'a str {
         self.name
     }
 
+    /// The weight type (ggml's `src0->type`).
     pub fn ty(&self) -> GgmlType {
         self.ty
     }
@@ -353,6 +355,7 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         quantize_activations(vdt, x, cols, buf).map_err(act_err)?;
         buf
     };
+    debug_assert_eq!(act.len(), n_tokens * act_row);
     let tiles = Tiles::new(rows, n_tokens, par.threads());
     let dst = SharedOut::new(out);
     par.run(tiles.count(), &|i| {
