@@ -1,0 +1,499 @@
+//! Weight matrix × a batch of activations, the way ggml's CPU `mul_mat` does it
+//! (`ggml_compute_forward_mul_mat` in `ggml-cpu/ggml-cpu.c`): the f32 activations are converted
+//! once per call to the weight type's `vec_dot_type`, then every (weight row, token) pair is one
+//! call of the type's `vec_dot`. Because each output is exactly one `vec_dot`, the result does
+//! not depend on the number of threads.
+//!
+//! Work is cut into tiles (a range of weight rows × a range of tokens) handed to a [`Parallel`]
+//! executor. [`ScopedThreads`] spawns threads for each call with `std::thread::scope`; a
+//! persistent pool can implement the same trait and be passed to [`matmul_with`].
+
+use super::{kernels, TypeKernels};
+use ggml_compat::quant::{quantize_row, QuantError};
+use ggml_compat::GgmlType;
+use half::f16;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A weight matrix of `rows` × `cols` elements of one ggml type, stored row-major as ggml stores
+/// a 2-D tensor (`ne[0] = cols`, `ne[1] = rows`). The bytes are borrowed (from the mmap), never
+/// copied. Construction checks the byte length, so every row can be sliced without panicking.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightMatrix<'a> {
+    name: &'a str,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: &'a [u8],
+}
+
+impl<'a> WeightMatrix<'a> {
+    /// Views `data` as a `rows` × `cols` matrix of type `ty`. `name` (the tensor's name) is only
+    /// used in error messages.
+    pub fn new(
+        name: &'a str,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, MatmulError> {
+        let block = ty.block_size();
+        if !cols.is_multiple_of(block) {
+            return Err(MatmulError::NotWholeBlocks {
+                name: name.to_owned(),
+                ty,
+                cols,
+                block,
+            });
+        }
+        let row_bytes = cols / block * ty.type_size();
+        let want = row_bytes.checked_mul(rows);
+        if want != Some(data.len()) {
+            return Err(MatmulError::BadWeightBytes {
+                name: name.to_owned(),
+                ty,
+                rows,
+                cols,
+                got: data.len(),
+                want,
+            });
+        }
+        Ok(WeightMatrix {
+            name,
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    /// The tensor name given to [`WeightMatrix::new`].
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    /// The weight type (ggml's `src0->type`).
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Output features (ggml's `ne[1]`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features (ggml's `ne[0]`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The bytes of row `r`, or `None` past the last row.
+    pub fn row(&self, r: usize) -> Option<&'a [u8]> {
+        if r >= self.rows {
+            return None;
+        }
+        self.data.get(r * self.row_bytes..(r + 1) * self.row_bytes)
+    }
+}
+
+/// Why a matrix multiplication could not run. Every message names the weight tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum MatmulError {
+    #[error(
+        "tensor {name}: kiln has no matmul kernel for type {ty}; \
+         use a model quantized to a supported type (see `kiln::kernels::supported_types`)"
+    )]
+    Unsupported { name: String, ty: GgmlType },
+    #[error("tensor {name}: {cols} columns is not a whole number of {ty} blocks of {block}")]
+    NotWholeBlocks {
+        name: String,
+        ty: GgmlType,
+        cols: usize,
+        block: usize,
+    },
+    #[error(
+        "tensor {name}: {rows} rows × {cols} columns of {ty} need {} bytes, the data has {got}",
+        want.map_or("more than usize::MAX".to_owned(), |w| w.to_string())
+    )]
+    BadWeightBytes {
+        name: String,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        got: usize,
+        want: Option<usize>,
+    },
+    #[error(
+        "tensor {name}: activations hold {got} floats, expected {n_tokens} tokens × {cols} columns"
+    )]
+    BadInput {
+        name: String,
+        n_tokens: usize,
+        cols: usize,
+        got: usize,
+    },
+    #[error("tensor {name}: output holds {got} floats, expected {n_tokens} tokens × {rows} rows")]
+    BadOutput {
+        name: String,
+        n_tokens: usize,
+        rows: usize,
+        got: usize,
+    },
+    #[error("tensor {name}: converting activations to {vec_dot_type}: {source}")]
+    Activations {
+        name: String,
+        vec_dot_type: GgmlType,
+        source: QuantError,
+    },
+}
+
+/// Runs independent tasks `0..n_tasks`, possibly in parallel, and returns when all are done.
+/// The matmul only needs this; a persistent thread pool can implement it in place of
+/// [`ScopedThreads`].
+pub trait Parallel {
+    /// How many threads tasks may run on (used to size the tiles).
+    fn threads(&self) -> usize;
+    /// Calls `task(i)` exactly once for every `i` in `0..n_tasks`.
+    fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync));
+}
+
+/// Spawns `threads - 1` scoped threads per call (the calling thread works too); tasks are
+/// handed out from an atomic counter, as ggml hands out mul_mat chunks.
+#[derive(Clone, Copy, Debug)]
+pub struct ScopedThreads {
+    threads: usize,
+}
+
+impl ScopedThreads {
+    /// An executor with `threads` threads (0 is taken as 1).
+    pub fn new(threads: usize) -> Self {
+        ScopedThreads {
+            threads: threads.max(1),
+        }
+    }
+}
+
+impl Parallel for ScopedThreads {
+    fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        let workers = self.threads.min(n_tasks);
+        if workers <= 1 {
+            (0..n_tasks).for_each(task);
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n_tasks {
+                break;
+            }
+            task(i);
+        };
+        std::thread::scope(|s| {
+            for _ in 1..workers {
+                s.spawn(work);
+            }
+            work();
+        });
+    }
+}
+
+/// Reusable buffer for the converted activations, so repeated calls do not allocate. Its
+/// storage is 8-byte aligned, enough for every block struct (Q8_K holds an f32).
+#[derive(Default, Debug)]
+pub struct MatmulScratch {
+    buf: Vec<u64>,
+}
+
+impl MatmulScratch {
+    fn bytes(&mut self, len: usize) -> &mut [u8] {
+        self.buf.resize(len.div_ceil(8), 0);
+        &mut bytemuck::cast_slice_mut(&mut self.buf)[..len]
+    }
+}
+
+/// Converts `x` (whole rows of `cols` floats) to `vec_dot_type` into `dst`, row by row: ggml-cpu's
+/// `type_traits_cpu[vec_dot_type].from_float`. F16 rounds to nearest even
+/// (`ggml_cpu_fp32_to_fp16`), BF16 as `ggml_compute_fp32_to_bf16`, quantized types with the
+/// reference quantizer (`quantize_row`, no importance matrix).
+pub fn quantize_activations(
+    vec_dot_type: GgmlType,
+    x: &[f32],
+    cols: usize,
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    let row_bytes = vec_dot_type
+        .row_bytes(cols as u64)
+        .ok_or(QuantError::NotWholeBlocks {
+            ty: vec_dot_type,
+            n: cols,
+            block: vec_dot_type.block_size(),
+        })? as usize;
+    let want = x.len() / cols.max(1) * row_bytes;
+    if !x.len().is_multiple_of(cols.max(1)) || dst.len() != want {
+        return Err(QuantError::BadLength {
+            ty: vec_dot_type,
+            got: dst.len(),
+            want,
+        });
+    }
+    match vec_dot_type {
+        GgmlType::F32 => {
+            for (v, out) in x.iter().zip(dst.chunks_exact_mut(4)) {
+                out.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for (v, out) in x.iter().zip(dst.chunks_exact_mut(2)) {
+                out.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (v, out) in x.iter().zip(dst.chunks_exact_mut(2)) {
+                out.copy_from_slice(&fp32_to_bf16(*v).to_le_bytes());
+            }
+        }
+        _ => {
+            for (src, out) in x.chunks_exact(cols).zip(dst.chunks_exact_mut(row_bytes)) {
+                quantize_row(vec_dot_type, src, out, None)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ggml's `ggml_compute_fp32_to_bf16`: round to nearest even; NaN keeps its top bits and is
+/// forced quiet.
+fn fp32_to_bf16(x: f32) -> u16 {
+    let u = x.to_bits();
+    if u & 0x7fff_ffff > 0x7f80_0000 {
+        return ((u >> 16) | 64) as u16;
+    }
+    (u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16
+}
+
+/// `out[t][r] = dot(w row r, x row t)` for `n_tokens` activation rows `x` (`[n_tokens × cols]`,
+/// row-major) into `out` (`[n_tokens × rows]`), on `threads` threads spawned for this call.
+/// Matches ggml's CPU `mul_mat` of a 2-D weight (src0) with f32 activations (src1): the
+/// activations are converted once to the weight type's `vec_dot_type`.
+pub fn matmul(
+    w: &WeightMatrix,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    threads: usize,
+) -> Result<(), MatmulError> {
+    matmul_with(
+        &ScopedThreads::new(threads),
+        &mut MatmulScratch::default(),
+        w,
+        x,
+        n_tokens,
+        out,
+    )
+}
+
+/// [`matmul`] with a caller-provided executor and a reusable activation buffer.
+pub fn matmul_with<P: Parallel + ?Sized>(
+    par: &P,
+    scratch: &mut MatmulScratch,
+    w: &WeightMatrix,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), MatmulError> {
+    let name = || w.name.to_owned();
+    let k = kernels(w.ty).ok_or_else(|| MatmulError::Unsupported {
+        name: name(),
+        ty: w.ty,
+    })?;
+    let (rows, cols) = (w.rows, w.cols);
+    if n_tokens.checked_mul(cols) != Some(x.len()) {
+        return Err(MatmulError::BadInput {
+            name: name(),
+            n_tokens,
+            cols,
+            got: x.len(),
+        });
+    }
+    if n_tokens.checked_mul(rows) != Some(out.len()) {
+        return Err(MatmulError::BadOutput {
+            name: name(),
+            n_tokens,
+            rows,
+            got: out.len(),
+        });
+    }
+    let vdt = k.vec_dot_type;
+    let act_err = |source| MatmulError::Activations {
+        name: name(),
+        vec_dot_type: vdt,
+        source,
+    };
+    // Whole weight blocks are whole activation blocks for every pair in the table (tested in
+    // scalar.rs), so this cannot fail for a valid WeightMatrix; keep the error path anyway.
+    let act_row = vdt
+        .row_bytes(cols as u64)
+        .ok_or(QuantError::NotWholeBlocks {
+            ty: vdt,
+            n: cols,
+            block: vdt.block_size(),
+        })
+        .map_err(act_err)? as usize;
+    if n_tokens == 0 || rows == 0 {
+        return Ok(());
+    }
+    let act: &[u8] = if vdt == GgmlType::F32 {
+        // Already the vec_dot_type: ggml skips the conversion too.
+        bytemuck::cast_slice(x)
+    } else {
+        let buf = scratch.bytes(n_tokens * act_row);
+        quantize_activations(vdt, x, cols, buf).map_err(act_err)?;
+        buf
+    };
+    debug_assert_eq!(act.len(), n_tokens * act_row);
+    let tiles = Tiles::new(rows, n_tokens, par.threads());
+    let dst = SharedOut::new(out);
+    par.run(tiles.count(), &|i| {
+        let (row_range, tok_range) = tiles.get(i);
+        tile(k, w, act, act_row, row_range, tok_range, &dst);
+    });
+    Ok(())
+}
+
+/// Computes one tile: weight rows outermost, so each row is read once per tile while the tile's
+/// activations stay in cache.
+fn tile(
+    k: &TypeKernels,
+    w: &WeightMatrix,
+    act: &[u8],
+    act_row: usize,
+    rows: std::ops::Range<usize>,
+    tokens: std::ops::Range<usize>,
+    dst: &SharedOut,
+) {
+    for r in rows {
+        let w_row = &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
+        for t in tokens.clone() {
+            let a_row = &act[t * act_row..(t + 1) * act_row];
+            let v = (k.vec_dot)(w.cols, w_row, a_row);
+            // SAFETY: tiles partition the (row, token) pairs, so index t * rows + r is written
+            // by exactly one task, and it is < n_tokens * rows = out.len() (checked above).
+            unsafe { dst.write(t * w.rows + r, v) };
+        }
+    }
+}
+
+/// How the output is cut into tiles: row chunks (about four per thread, for balance) times
+/// token chunks of at most [`Tiles::TOKENS`].
+struct Tiles {
+    rows: usize,
+    tokens: usize,
+    row_chunk: usize,
+    row_chunks: usize,
+}
+
+impl Tiles {
+    const TOKENS: usize = 16;
+
+    fn new(rows: usize, tokens: usize, threads: usize) -> Self {
+        let wanted = if threads <= 1 { 1 } else { 4 * threads };
+        let row_chunk = rows.div_ceil(wanted).max(1);
+        Tiles {
+            rows,
+            tokens,
+            row_chunk,
+            row_chunks: rows.div_ceil(row_chunk),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.row_chunks * self.tokens.div_ceil(Self::TOKENS)
+    }
+
+    fn get(&self, i: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (rc, tc) = (i % self.row_chunks, i / self.row_chunks);
+        let r0 = rc * self.row_chunk;
+        let t0 = tc * Self::TOKENS;
+        (
+            r0..(r0 + self.row_chunk).min(self.rows),
+            t0..(t0 + Self::TOKENS).min(self.tokens),
+        )
+    }
+}
+
+/// The output buffer shared by the tasks of one matmul, each writing a disjoint set of indices.
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: `SharedOut` is only written through `write`, whose callers guarantee that no index is
+// written by two threads; it lives no longer than the `&mut [f32]` it was made from (the
+// executor returns before `matmul_with` does).
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn new(out: &mut [f32]) -> Self {
+        SharedOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
+    }
+
+    /// # Safety
+    /// `i < len`, and no other thread reads or writes index `i` during this matmul.
+    unsafe fn write(&self, i: usize, v: f32) {
+        debug_assert!(i < self.len);
+        // SAFETY: in bounds and unaliased, per this function's contract.
+        unsafe { self.ptr.add(i).write(v) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_every_pair_once() {
+        for (rows, tokens, threads) in [(1, 1, 1), (7, 1, 3), (100, 37, 2), (5, 40, 8), (64, 16, 4)]
+        {
+            let t = Tiles::new(rows, tokens, threads);
+            let mut seen = vec![0u8; rows * tokens];
+            for i in 0..t.count() {
+                let (rr, tr) = t.get(i);
+                for r in rr {
+                    for k in tr.clone() {
+                        seen[k * rows + r] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&c| c == 1), "{rows}×{tokens} on {threads}");
+        }
+    }
+
+    #[test]
+    fn scoped_threads_run_each_task_once() {
+        let hits: Vec<AtomicUsize> = (0..50).map(|_| AtomicUsize::new(0)).collect();
+        ScopedThreads::new(3).run(50, &|i| {
+            hits[i].fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        ScopedThreads::new(0).run(0, &|_| panic!("no tasks"));
+    }
+
+    #[test]
+    fn bf16_rounding_matches_ggml() {
+        assert_eq!(fp32_to_bf16(1.0), 0x3f80);
+        // Halfway cases round to even: 0x3f80_8000 -> 0x3f80, 0x3f81_8000 -> 0x3f82.
+        assert_eq!(fp32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(fp32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert_eq!(fp32_to_bf16(f32::from_bits(0x3f80_8001)), 0x3f81);
+        assert_eq!(fp32_to_bf16(f32::from_bits(0x7f80_0001)), 0x7fc0);
+        assert_eq!(fp32_to_bf16(f32::INFINITY), 0x7f80);
+    }
+}
