@@ -205,9 +205,56 @@ fn quantized_weights_match_reference() {
         let x = values(n_tokens * cols, 20 + ty.id() as u64);
         let wm = WeightMatrix::new("blk.3.ffn_down.weight", ty, rows, cols, &bytes).unwrap();
         let out = run(&wm, &x, n_tokens);
-        let a_seen = seen_activations(kernels(ty).unwrap().vec_dot_type, &x, cols);
-        check_against_reference(ty, &w_seen, &a_seen, &out, rows, cols);
+        let vdt = kernels(ty).unwrap().vec_dot_type;
+        let a_seen = seen_activations(vdt, &x, cols);
+        if vdt == GgmlType::Q8_1 {
+            // Q4_1/Q5_1 × Q8_1 kernels add `m · s` per block, where ggml stores the activation
+            // block's `s` as f16(Σq · d) with the *unrounded* d: not Σ of the dequantized
+            // activations. Model that term exactly.
+            let mins = block_mins(ty, &bytes);
+            let sums = q8_1_sums(&x, cols);
+            let blocks = cols / 32;
+            let exact = |t: usize, r: usize| -> f64 {
+                let (wr, at) = (&w_seen[r * cols..(r + 1) * cols], &a_seen[t * cols..(t + 1) * cols]);
+                let plain: f64 = wr.iter().zip(at).map(|(w, a)| *w as f64 * *a as f64).sum();
+                let correction: f64 = (0..blocks)
+                    .map(|b| {
+                        let seen: f64 = at[b * 32..(b + 1) * 32].iter().map(|&a| a as f64).sum();
+                        mins[r * blocks + b] as f64 * (sums[t * blocks + b] as f64 - seen)
+                    })
+                    .sum();
+                plain + correction
+            };
+            check_close(ty, &w_seen, &a_seen, &out, rows, cols, "reference", &exact);
+        } else {
+            check_against_reference(ty, &w_seen, &a_seen, &out, rows, cols);
+        }
     }
+}
+
+/// The `m` field of every block of Q4_1 / Q5_1 weight bytes.
+fn block_mins(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
+    use ggml_compat::blocks::{BlockQ4_1, BlockQ5_1};
+    let size = ty.type_size();
+    bytes
+        .chunks_exact(size)
+        .map(|b| match ty {
+            GgmlType::Q4_1 => bytemuck::pod_read_unaligned::<BlockQ4_1>(b).m.to_f32(),
+            GgmlType::Q5_1 => bytemuck::pod_read_unaligned::<BlockQ5_1>(b).m.to_f32(),
+            other => panic!("{other} has no block minimum"),
+        })
+        .collect()
+}
+
+/// The stored `s` of every Q8_1 block of the activations `x`.
+fn q8_1_sums(x: &[f32], cols: usize) -> Vec<f32> {
+    let row_bytes = GgmlType::Q8_1.row_bytes(cols as u64).unwrap() as usize;
+    let mut bytes = vec![0u8; x.len() / cols * row_bytes];
+    quantize_activations(GgmlType::Q8_1, x, cols, &mut bytes).unwrap();
+    bytes
+        .chunks_exact(std::mem::size_of::<BlockQ8_1>())
+        .map(|b| bytemuck::pod_read_unaligned::<BlockQ8_1>(b).s.to_f32())
+        .collect()
 }
 
 #[test]
