@@ -33,6 +33,7 @@ impl From<&TensorInfo> for TensorInfoOut {
 
 /// Writes one GGUF file. Dropping it before [`finish`](GgufWriter::finish) removes the
 /// temporary file, so a failed or interrupted write never leaves a partial `OUT`.
+#[derive(Debug)]
 pub struct GgufWriter {
     path: PathBuf,
     tmp: PathBuf,
