@@ -11,18 +11,18 @@ use crate::GgmlType;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GgufError {
-    #[error("{}: {source}", path.display())]
+    // Messages are self-contained: the inner error is part of the text, not a `source()`
+    // chain, so `{:#}`-style printers (anyhow) do not repeat it.
+    #[error("{}: {error}", path.display())]
     File {
         path: PathBuf,
-        #[source]
-        source: Box<GgufError>,
+        error: Box<GgufError>,
     },
 
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("not a GGUF file: magic is {found:?}, expected \"GGUF\"")]
@@ -158,7 +158,7 @@ impl GgufError {
     pub fn in_file(self, path: impl Into<PathBuf>) -> GgufError {
         GgufError::File {
             path: path.into(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 }

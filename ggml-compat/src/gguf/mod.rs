@@ -121,9 +121,9 @@ impl GgufFile {
     /// map like `llama_mmap`). Errors name the path.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| GgufError::Io {
+        let io = |error| GgufError::Io {
             path: path.clone(),
-            source,
+            error,
         };
         let file = File::open(&path).map_err(io)?;
         // SAFETY: the map is read-only and lives as long as `GgufFile`. If another process

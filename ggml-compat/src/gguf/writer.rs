@@ -67,9 +67,9 @@ impl GgufWriter {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(".tmp");
         let tmp = path.with_file_name(name);
-        let file = File::create(&tmp).map_err(|source| GgufError::Io {
+        let file = File::create(&tmp).map_err(|error| GgufError::Io {
             path: tmp.clone(),
-            source,
+            error,
         })?;
         let mut writer = GgufWriter {
             path,
@@ -124,15 +124,15 @@ impl GgufWriter {
             )));
         }
         let tmp = self.tmp.clone();
-        let io = |source| GgufError::Io {
+        let io = |error| GgufError::Io {
             path: tmp.clone(),
-            source,
+            error,
         };
         self.out.flush().map_err(io)?;
         self.out.get_ref().sync_all().map_err(io)?;
-        fs::rename(&self.tmp, &self.path).map_err(|source| GgufError::Io {
+        fs::rename(&self.tmp, &self.path).map_err(|error| GgufError::Io {
             path: self.path.clone(),
-            source,
+            error,
         })?;
         self.done = true;
         Ok(())
@@ -143,9 +143,9 @@ impl GgufWriter {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), GgufError> {
-        self.out.write_all(bytes).map_err(|source| GgufError::Io {
+        self.out.write_all(bytes).map_err(|error| GgufError::Io {
             path: self.tmp.clone(),
-            source,
+            error,
         })?;
         self.pos += bytes.len() as u64;
         Ok(())
