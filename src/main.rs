@@ -1,6 +1,9 @@
 //! The `kiln` command line: thin front ends over the library.
 
-use anyhow::Result;
+mod cli;
+
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -15,9 +18,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Describe a GGUF file: header, metadata, tensors, totals (like gguf-dump).
+    Inspect(cli::inspect::Args),
+}
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.command {}
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Inspect(args) => cli::inspect::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

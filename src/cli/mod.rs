@@ -1,0 +1,4 @@
+//! Front ends of the `kiln` subcommands: each parses its arguments, calls the library and
+//! prints. No model logic lives here.
+
+pub mod inspect;

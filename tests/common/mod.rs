@@ -1,0 +1,69 @@
+//! Helpers shared by kiln's integration tests. Include with `mod common;`.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The workspace root (the `kiln` package's manifest directory).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The path of real model `name` (a name from `models/manifest.json`), fetched and verified
+/// by `python3 models/fetch.py NAME --path` if it is not already in `models/`.
+///
+/// Panics with the script's output if the model cannot be obtained: a test that needs a real
+/// model fails, it never silently skips.
+pub fn model_path(name: &str) -> PathBuf {
+    let root = workspace_root();
+    let output = Command::new("python3")
+        .arg(root.join("models/fetch.py"))
+        .arg(name)
+        .arg("--path")
+        .current_dir(&root)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `python3 models/fetch.py {name} --path`: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "could not obtain model '{name}' (`python3 models/fetch.py {name} --path` exited with {}):\n{stdout}{stderr}",
+        output.status
+    );
+    let path = stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("models/fetch.py {name} --path printed no path:\n{stderr}"));
+    assert!(
+        path.is_file(),
+        "models/fetch.py reported {} for '{name}', but it is not a file",
+        path.display()
+    );
+    path
+}
+
+/// Every model name in `models/manifest.json`.
+pub fn all_model_names() -> Vec<String> {
+    let path = workspace_root().join("models/manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()));
+    let names: Vec<String> = json["models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no \"models\" array", path.display()))
+        .iter()
+        .map(|m| {
+            m["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: a model without a name", path.display()))
+                .to_owned()
+        })
+        .collect();
+    assert!(!names.is_empty(), "{} lists no models", path.display());
+    names
+}
