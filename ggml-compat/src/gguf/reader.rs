@@ -176,27 +176,18 @@ pub fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
     let count_offset = cur.offset();
     let n_tensors = cur.u64(|| "the tensor count".into())?;
     let n_kv = cur.u64(|| "the metadata count".into())?;
-    // Both counts are bounded by the bytes their entries would take, before anything is
-    // allocated for them.
-    let tensor_count = || "the tensor count".to_owned();
-    cur.check_count(
-        n_tensors,
-        MIN_TENSOR_INFO_BYTES,
-        count_offset,
-        &tensor_count,
-    )?;
-    let kv_count = || "the metadata count".to_owned();
-    cur.check_count(n_kv, MIN_KV_BYTES, count_offset + 8, &kv_count)?;
+    // Each count is bounded by the bytes its entries would take before anything is allocated
+    // for them. The tensor count is checked once the metadata has been read, so that a file
+    // cut short inside its metadata reports which key it was reading.
+    cur.check_count(n_kv, MIN_KV_BYTES, count_offset + 8, &|| {
+        "the metadata count".to_owned()
+    })?;
 
     let metadata = read_metadata(&mut cur, n_kv)?;
     let alignment = alignment_of(&metadata)?;
-    // Now that the metadata has been consumed, the infos must fit in what is left.
-    cur.check_count(
-        n_tensors,
-        MIN_TENSOR_INFO_BYTES,
-        count_offset,
-        &tensor_count,
-    )?;
+    cur.check_count(n_tensors, MIN_TENSOR_INFO_BYTES, count_offset, &|| {
+        "the tensor count".to_owned()
+    })?;
     let tensors = read_tensor_infos(&mut cur, n_tensors)?;
 
     // ggml pads to the alignment only when there are tensors.
