@@ -70,6 +70,37 @@ fn every_model_rewrites_byte_identically() {
     }
 }
 
+/// The vocabulary-only files of llama.cpp's tokenizer tests (no tensors, no final padding).
+#[test]
+fn every_shared_vocab_file_rewrites_byte_identically() {
+    let dir = std::env::var_os("KILN_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::workspace_root().join("../shared"))
+        .join("vocab");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (set KILN_SHARED)", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no .gguf files in {}", dir.display());
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gguf_roundtrip_vocab");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    for path in paths {
+        let src = GgufFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let dest = out_dir.join(path.file_name().unwrap());
+        rewrite(&src, &dest);
+        let diff = first_difference(src.bytes(), &dest);
+        std::fs::remove_file(&dest).unwrap();
+        assert_eq!(
+            diff,
+            None,
+            "{}: rewritten file differs at byte {diff:?}",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn writer_removes_its_temporary_file_unless_finished() {
     let path = common::model_path("smollm2-135m-instruct-q4_1");

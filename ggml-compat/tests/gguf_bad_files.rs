@@ -475,3 +475,133 @@ fn open_names_the_path_and_serves_zero_copy_views() {
     assert!(missing.contains("missing.gguf"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn every_single_byte_corruption_is_handled() {
+    let bytes = valid();
+    for i in 0..bytes.len() {
+        for v in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+            let mut b = bytes.clone();
+            b[i] = v;
+            // Ok or Err are both fine; a panic fails the test.
+            if let Ok(h) = parse(&b) {
+                for t in &h.tensors {
+                    assert!(h.data_offset + t.offset + t.size <= b.len() as u64);
+                }
+            }
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Random edits (overwrite, insert, delete, cut) of a valid file never panic.
+    #[test]
+    fn random_edits_never_panic(
+        edits in proptest::collection::vec((0usize..512, proptest::num::u8::ANY, 0u8..4), 1..8),
+    ) {
+        let mut b = valid();
+        for (pos, byte, kind) in edits {
+            let pos = pos % (b.len() + 1);
+            match kind {
+                0 if pos < b.len() => b[pos] = byte,
+                1 => b.insert(pos, byte),
+                2 if pos < b.len() => { b.remove(pos); }
+                _ => b.truncate(pos),
+            }
+        }
+        let _ = parse(&b);
+    }
+}
+
+#[test]
+fn writer_reproduces_the_handcrafted_file_byte_for_byte() {
+    use ggml_compat::gguf::{GgufWriter, TensorInfoOut};
+    let mut bytes = valid();
+    let h = parse(&bytes).unwrap();
+    // The writer pads with zeros; the handcrafted file has counting bytes in the padding
+    // between tensor a (16 bytes) and tensor b (at 32).
+    let pad = h.data_offset as usize + 16..h.data_offset as usize + 32;
+    bytes[pad].fill(0);
+
+    let dir = std::env::temp_dir().join(format!("kiln-gguf-write-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.gguf");
+    let infos: Vec<TensorInfoOut> = h.tensors.iter().map(TensorInfoOut::from).collect();
+    let mut w = GgufWriter::create(&out, h.version, h.alignment, &h.metadata, &infos).unwrap();
+    for t in &h.tensors {
+        let start = (h.data_offset + t.offset) as usize;
+        w.write_tensor_data(&t.name, &bytes[start..start + t.size as usize])
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let written = std::fs::read(&out).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(written, bytes);
+}
+
+#[test]
+fn writer_refuses_what_the_reader_would_refuse() {
+    use ggml_compat::gguf::{Array, GgufWriter, TensorInfoOut};
+    let dir = std::env::temp_dir().join(format!("kiln-gguf-refuse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.gguf");
+    let t = |name: &str, dims: &[u64], ty| TensorInfoOut {
+        name: name.into(),
+        ty,
+        dims: dims.to_vec(),
+    };
+    let kv = |k: &str, v: Value| (k.to_owned(), v);
+    type Case = (Vec<(String, Value)>, Vec<TensorInfoOut>, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![kv("a", Value::U8(1)), kv("a", Value::U8(2))],
+            vec![],
+            "duplicate metadata key 'a'",
+        ),
+        (vec![kv("", Value::U8(1))], vec![], "empty metadata key"),
+        (
+            vec![kv(
+                "mixed",
+                Value::Array(Array {
+                    elem: ValueType::U8,
+                    values: vec![Value::I8(1)],
+                }),
+            )],
+            vec![],
+            "key 'mixed': element 0 is i8",
+        ),
+        (
+            vec![],
+            vec![t("w", &[4], GgmlType::F32), t("w", &[4], GgmlType::F32)],
+            "duplicate tensor name 'w'",
+        ),
+        (
+            vec![],
+            vec![t("w", &[16], GgmlType::Q4_0)],
+            "not a multiple of the block size",
+        ),
+        (
+            vec![],
+            vec![t("w", &[4, 0], GgmlType::F32)],
+            "invalid shape",
+        ),
+        (
+            vec![],
+            vec![t("w", &[1, 1, 1, 1, 1], GgmlType::F32)],
+            "invalid shape",
+        ),
+    ];
+    for (metadata, tensors, needle) in cases {
+        let e = GgufWriter::create(&out, 3, 32, &metadata, &tensors)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(needle) && e.contains("out.gguf"),
+            "expected {needle:?} in {e}"
+        );
+        assert!(!out.exists() && !dir.join("out.gguf.tmp").exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -29,6 +29,7 @@ const ARRAY_HEAD: usize = 8;
 /// Characters of a string shown before it is cut.
 const STRING_HEAD: usize = 72;
 
+/// Open `args.file` and print its description to stdout. A closed pipe is not an error.
 pub fn run(args: &Args) -> Result<()> {
     let file = GgufFile::open(&args.file)?;
     let out = io::stdout().lock();

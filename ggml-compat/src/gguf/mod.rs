@@ -136,10 +136,12 @@ impl GgufFile {
         Ok(GgufFile { path, map, header })
     }
 
+    /// The path the file was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The parsed header (`gguf_context` without the data).
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -171,7 +173,7 @@ impl GgufFile {
             .unwrap_or(&[])
     }
 
-    /// The whole mapped file.
+    /// The whole mapped file (`llama_mmap::addr`).
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }

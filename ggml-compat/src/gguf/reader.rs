@@ -76,11 +76,13 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Check that `count` items of at least `min_each` bytes can fit in the remaining input.
+    /// Check that `count` items of at least `min_each` bytes can fit in the remaining input;
+    /// the count itself was read at `offset`.
     fn check_count(
         &self,
         count: u64,
         min_each: u64,
+        offset: u64,
         what: &dyn Fn() -> String,
     ) -> Result<(), GgufError> {
         let fits = count
@@ -91,7 +93,7 @@ impl<'a> Cursor<'a> {
         } else {
             Err(GgufError::CountTooLarge {
                 what: what(),
-                offset: self.offset(),
+                offset,
                 count,
                 min_bytes_each: min_each,
                 available: self.remaining(),
@@ -139,9 +141,10 @@ impl<'a> Cursor<'a> {
                     });
                 }
                 let elem = self.value_type(&|| format!("the elements of {}", what()))?;
+                let len_offset = self.offset();
                 let len = self.u64(|| format!("the length of {}", what()))?;
                 let len_what = || format!("the length of {}", what());
-                self.check_count(len, elem.min_encoded_size() as u64, &len_what)?;
+                self.check_count(len, elem.min_encoded_size() as u64, len_offset, &len_what)?;
                 // The check above bounds `len` by the input size, so this cannot over-allocate.
                 let mut values = Vec::with_capacity(len as usize);
                 for i in 0..len {
@@ -173,19 +176,18 @@ pub fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
     let count_offset = cur.offset();
     let n_tensors = cur.u64(|| "the tensor count".into())?;
     let n_kv = cur.u64(|| "the metadata count".into())?;
-    // Both counts are bounded by the bytes their entries would take; tensor infos come after
-    // all metadata, so each must fit on its own and together (checked as they are read).
-    check_header_count(
-        &cur,
-        count_offset,
-        "tensor count",
-        n_tensors,
-        MIN_TENSOR_INFO_BYTES,
-    )?;
-    check_header_count(&cur, count_offset + 8, "metadata count", n_kv, MIN_KV_BYTES)?;
+    // Each count is bounded by the bytes its entries would take before anything is allocated
+    // for them. The tensor count is checked once the metadata has been read, so that a file
+    // cut short inside its metadata reports which key it was reading.
+    cur.check_count(n_kv, MIN_KV_BYTES, count_offset + 8, &|| {
+        "the metadata count".to_owned()
+    })?;
 
     let metadata = read_metadata(&mut cur, n_kv)?;
     let alignment = alignment_of(&metadata)?;
+    cur.check_count(n_tensors, MIN_TENSOR_INFO_BYTES, count_offset, &|| {
+        "the tensor count".to_owned()
+    })?;
     let tensors = read_tensor_infos(&mut cur, n_tensors)?;
 
     // ggml pads to the alignment only when there are tensors.
@@ -220,28 +222,6 @@ fn check_version(version: u32) -> Result<(), GgufError> {
         _ => "this reader supports versions 2 and 3",
     };
     Err(GgufError::UnsupportedVersion { version, reason })
-}
-
-fn check_header_count(
-    cur: &Cursor,
-    offset: u64,
-    what: &str,
-    count: u64,
-    min_each: u64,
-) -> Result<(), GgufError> {
-    let fits = count
-        .checked_mul(min_each)
-        .is_some_and(|need| need <= cur.remaining());
-    if fits {
-        return Ok(());
-    }
-    Err(GgufError::CountTooLarge {
-        what: format!("the {what}"),
-        offset,
-        count,
-        min_bytes_each: min_each,
-        available: cur.remaining(),
-    })
 }
 
 fn read_metadata(cur: &mut Cursor, n_kv: u64) -> Result<Vec<(String, Value)>, GgufError> {
@@ -289,10 +269,7 @@ fn alignment_of(metadata: &[(String, Value)]) -> Result<u64, GgufError> {
 }
 
 fn read_tensor_infos(cur: &mut Cursor, n_tensors: u64) -> Result<Vec<TensorInfo>, GgufError> {
-    // Re-check now that the metadata has been consumed: the infos must fit in what is left.
-    cur.check_count(n_tensors, MIN_TENSOR_INFO_BYTES, &|| {
-        "the tensor count".into()
-    })?;
+    // parse() checked n_tensors * MIN_TENSOR_INFO_BYTES against the remaining input.
     let mut tensors = Vec::with_capacity(n_tensors as usize);
     let mut seen = HashSet::with_capacity(n_tensors as usize);
     for index in 0..n_tensors {

@@ -182,6 +182,7 @@ impl Value {
         }
     }
 
+    /// A bool value (`gguf_get_val_bool`).
     pub fn as_bool(&self) -> Option<bool> {
         match *self {
             Value::Bool(v) => Some(v),
@@ -189,6 +190,7 @@ impl Value {
         }
     }
 
+    /// A string value (`gguf_get_val_str`).
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
@@ -196,6 +198,7 @@ impl Value {
         }
     }
 
+    /// An array value (`gguf_get_arr_n` / `gguf_get_arr_data` / `gguf_get_arr_str`).
     pub fn as_array(&self) -> Option<&Array> {
         match self {
             Value::Array(a) => Some(a),
@@ -229,10 +232,12 @@ impl Array {
         self.values.iter().map(Value::as_i64).collect()
     }
 
+    /// Number of elements (`gguf_get_arr_n`).
     pub fn len(&self) -> usize {
         self.values.len()
     }
 
+    /// Whether the array has no elements.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }

@@ -49,7 +49,7 @@ pub struct GgufWriter {
 impl GgufWriter {
     /// Validate everything, then write the header, metadata and tensor infos (offsets
     /// computed as `gguf_add_tensor` does: each tensor starts at the previous one's end,
-    /// padded to `alignment`) and the padding up to the data section.
+    /// padded to `alignment`) and, if there are tensors, the padding up to the data section.
     ///
     /// `metadata` must hold `general.alignment` as a u32 equal to `alignment` unless
     /// `alignment` is the default 32 (then the key is optional).
@@ -82,7 +82,12 @@ impl GgufWriter {
             done: false,
         };
         writer.write(&header.bytes)?;
-        writer.pad()?;
+        // Padding before the data section only when there is data: ggml's reader does not
+        // expect it otherwise, and gguf-py's vocab-only files (shared/vocab) have none.
+        // (ggml's own writer pads unconditionally; both read the same.)
+        if !writer.tensors.is_empty() {
+            writer.pad()?;
+        }
         Ok(writer)
     }
 
