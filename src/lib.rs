@@ -1,6 +1,9 @@
 //! kiln: GGUF-compatible LLM inference for laptop CPUs.
 
+pub mod eval;
 pub mod kernels;
+pub mod model;
+pub mod threadpool;
 pub mod tokenizer;
 
 pub use ggml_compat;

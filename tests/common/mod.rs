@@ -10,6 +10,19 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The shared reference data (`../shared`, or `$KILN_SHARED`); panics if it is absent.
+pub fn shared_dir() -> PathBuf {
+    let dir = std::env::var_os("KILN_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared"));
+    assert!(
+        dir.is_dir(),
+        "reference data not found at {} (set KILN_SHARED)",
+        dir.display()
+    );
+    dir
+}
+
 /// The path of real model `name` (a name from `models/manifest.json`), fetched and verified
 /// by `python3 models/fetch.py NAME --path` if it is not already in `models/`.
 ///

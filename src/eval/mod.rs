@@ -1,0 +1,3 @@
+//! Model evaluation: perplexity (KL divergence to come).
+
+pub mod perplexity;

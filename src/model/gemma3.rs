@@ -1,0 +1,54 @@
+//! The Gemma 3 forward pass, as llama.cpp's `src/models/gemma3.cpp`: embeddings scaled by
+//! sqrt(n_embd) (done in `Model::embed`), per-head q/k RMS norms, queries pre-scaled, post-norms
+//! after attention and FFN, GELU-gated FFN, sliding-window layers with their own RoPE base.
+//! GGUF stores Gemma's `(1 + w)` norm weights with the 1 already added.
+
+use super::{ops, Model, ModelError, State};
+
+/// Runs every layer over the `n` tokens whose (scaled) embeddings are in `state.buf.x`.
+pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), ModelError> {
+    let c = &m.config;
+    let pos0 = state.cache.len();
+    for (il, l) in m.weights.layers.iter().enumerate() {
+        let buf = &mut state.buf;
+        m.norm_rows(&buf.x, &l.attn_norm, &mut buf.xn, n);
+        m.project_qkv(l, buf, n)?;
+        let q_norm = l
+            .q_norm
+            .as_deref()
+            .expect("gemma3 loader requires attn_q_norm");
+        let k_norm = l
+            .k_norm
+            .as_deref()
+            .expect("gemma3 loader requires attn_k_norm");
+        ops::rms_norm_chunks(&mut buf.q, q_norm, c.rms_eps);
+        ops::rms_norm_chunks(&mut buf.k, k_norm, c.rms_eps);
+        m.rope(il, buf, n, pos0);
+        buf.q.iter_mut().for_each(|v| *v *= c.attn_scale);
+        m.attend(il, l, state, n, 1.0)?;
+
+        // x = x + post_attn_norm(wo · attn)
+        let buf = &mut state.buf;
+        let post_attn = l
+            .post_attn_norm
+            .as_deref()
+            .expect("gemma3 loader requires post_attention_norm");
+        ops::rms_norm_chunks(&mut buf.o, post_attn, c.rms_eps);
+        ops::add_assign(&mut buf.x, &buf.o);
+
+        // x = x + post_ffn_norm(down · (gelu(gate·xn) * up·xn)), xn = norm(x)
+        m.norm_rows(&buf.x, &l.ffn_norm, &mut buf.xn, n);
+        let xn = &buf.xn[..n * c.n_embd];
+        m.mm(&l.w_gate, xn, n, &mut buf.gate)?;
+        m.mm(&l.w_up, xn, n, &mut buf.up)?;
+        ops::geglu(&mut buf.gate, &buf.up);
+        m.mm(&l.w_down, &buf.gate, n, &mut buf.o)?;
+        let post_ffn = l
+            .post_ffn_norm
+            .as_deref()
+            .expect("gemma3 loader requires post_ffw_norm");
+        ops::rms_norm_chunks(&mut buf.o, post_ffn, c.rms_eps);
+        ops::add_assign(&mut buf.x, &buf.o);
+    }
+    Ok(())
+}

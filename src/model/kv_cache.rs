@@ -1,0 +1,158 @@
+//! The key/value cache (F16, as llama.cpp's default) and causal attention over it.
+
+use crate::kernels::matmul::Parallel;
+use half::f16;
+
+/// Keys and values of every layer for positions `0..len`.
+pub struct KvCache {
+    n_ctx: usize,
+    n_embd_k: usize,
+    n_embd_v: usize,
+    k: Vec<Vec<f16>>, // (layer, n_ctx, n_embd_k)
+    v: Vec<Vec<f16>>, // (layer, n_ctx, n_embd_v)
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize, n_ctx: usize, n_embd_k: usize, n_embd_v: usize) -> KvCache {
+        KvCache {
+            n_ctx,
+            n_embd_k,
+            n_embd_v,
+            k: (0..n_layer)
+                .map(|_| vec![f16::ZERO; n_ctx * n_embd_k])
+                .collect(),
+            v: (0..n_layer)
+                .map(|_| vec![f16::ZERO; n_ctx * n_embd_v])
+                .collect(),
+            len: 0,
+        }
+    }
+
+    /// Positions filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Capacity in positions.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Forgets positions `n..` (to re-evaluate from there).
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
+    /// Bytes held by the cache.
+    pub fn bytes(&self) -> usize {
+        self.k.len() * self.n_ctx * (self.n_embd_k + self.n_embd_v) * 2
+    }
+
+    /// Stores keys and values of `n` new tokens of layer `il` at positions `len..len + n`
+    /// (the caller has checked capacity). `len` advances once per forward pass via [`commit`].
+    ///
+    /// [`commit`]: KvCache::commit
+    pub fn store(&mut self, il: usize, k: &[f32], v: &[f32]) {
+        let n = k.len() / self.n_embd_k;
+        let ks = &mut self.k[il][self.len * self.n_embd_k..(self.len + n) * self.n_embd_k];
+        for (d, &s) in ks.iter_mut().zip(k) {
+            *d = f16::from_f32(s);
+        }
+        let vs = &mut self.v[il][self.len * self.n_embd_v..(self.len + n) * self.n_embd_v];
+        for (d, &s) in vs.iter_mut().zip(v) {
+            *d = f16::from_f32(s);
+        }
+    }
+
+    /// Marks `n` stored positions as filled, after every layer has stored them.
+    pub fn commit(&mut self, n: usize) {
+        self.len += n;
+    }
+}
+
+/// Geometry and scaling of one layer's attention.
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    /// Multiplier on q·k before the softmax (llama: 1/sqrt(head_dim); gemma3 pre-scales q).
+    pub kq_scale: f32,
+    /// Attend only to the last `window` positions (sliding-window layers).
+    pub window: Option<usize>,
+}
+
+/// Causal attention of `n` new tokens (queries `q`, (n, n_head*head_dim)) at positions
+/// `cache.len()..cache.len()+n` over layer `il` of the cache, which already holds their keys and
+/// values. Writes (n, n_head*head_dim_v) to `out`. One task per (token, head).
+///
+/// As in ggml's `mul_mat(k, q)` on an F16 cache, queries are rounded to f16 before the dot
+/// products, and the softmax weights are rounded to f16 before they multiply the values.
+pub fn attention(
+    cache: &KvCache,
+    il: usize,
+    p: &AttnParams,
+    q: &[f32],
+    out: &mut [f32],
+    par: &(impl Parallel + ?Sized),
+) {
+    let n = q.len() / (p.n_head * p.head_dim);
+    assert!(
+        out.len() >= n * p.n_head * p.head_dim_v,
+        "attention output too small"
+    );
+    let pos0 = cache.len;
+    let group = p.n_head / p.n_head_kv;
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    par.run(n * p.n_head, &|task| {
+        let (t, h) = (task / p.n_head, task % p.n_head);
+        let pos = pos0 + t;
+        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let kvh = h / group;
+        let qh = &q[(t * p.n_head + h) * p.head_dim..][..p.head_dim];
+        let q16: Vec<f16> = qh.iter().map(|&x| f16::from_f32(x)).collect();
+        let mut scores: Vec<f32> = (first..=pos)
+            .map(|j| {
+                let k = &cache.k[il][j * cache.n_embd_k + kvh * p.head_dim..][..p.head_dim];
+                let dot: f32 = q16
+                    .iter()
+                    .zip(k)
+                    .map(|(a, b)| a.to_f32() * b.to_f32())
+                    .sum();
+                dot * p.kq_scale
+            })
+            .collect();
+        super::ops::softmax(&mut scores);
+        // SAFETY: task (t, h) is the only writer of this head_dim_v-wide slice of `out`, which
+        // outlives `par.run`; the bounds were asserted above.
+        let o = unsafe {
+            std::slice::from_raw_parts_mut(
+                out_ptr.get().add((t * p.n_head + h) * p.head_dim_v),
+                p.head_dim_v,
+            )
+        };
+        o.fill(0.0);
+        for (j, &w) in (first..=pos).zip(scores.iter()) {
+            let w = f16::from_f32(w).to_f32();
+            let v = &cache.v[il][j * cache.n_embd_v + kvh * p.head_dim_v..][..p.head_dim_v];
+            for (o, v) in o.iter_mut().zip(v) {
+                *o += w * v.to_f32();
+            }
+        }
+    });
+}
+
+/// The output pointer shared by attention tasks that write disjoint slices.
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint ranges (see `attention`).
+unsafe impl Sync for SharedOut {}
+impl SharedOut {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}

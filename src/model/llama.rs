@@ -1,0 +1,31 @@
+//! The llama forward pass (Llama 2/3, Mistral, TinyLlama, SmolLM2), as llama.cpp's
+//! `src/models/llama.cpp`: pre-norm attention with RoPE and GQA, pre-norm SwiGLU FFN.
+
+use super::{ops, Model, ModelError, State};
+
+/// Runs every layer over the `n` tokens whose embeddings are in `state.buf.x`.
+pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), ModelError> {
+    let c = &m.config;
+    let pos0 = state.cache.len();
+    let kq_scale = 1.0 / (c.head_dim as f32).sqrt();
+    for (il, l) in m.weights.layers.iter().enumerate() {
+        let buf = &mut state.buf;
+        // attention block: x += wo · attn(rope(wq·xn), rope(wk·xn), wv·xn), xn = norm(x)
+        m.norm_rows(&buf.x, &l.attn_norm, &mut buf.xn, n);
+        m.project_qkv(l, buf, n)?;
+        m.rope(il, buf, n, pos0);
+        m.attend(il, l, state, n, kq_scale)?;
+        let buf = &mut state.buf;
+        ops::add_assign(&mut buf.x, &buf.o);
+
+        // feed-forward block: x += down · (silu(gate·xn) * up·xn), xn = norm(x)
+        m.norm_rows(&buf.x, &l.ffn_norm, &mut buf.xn, n);
+        let xn = &buf.xn[..n * c.n_embd];
+        m.mm(&l.w_gate, xn, n, &mut buf.gate)?;
+        m.mm(&l.w_up, xn, n, &mut buf.up)?;
+        ops::swiglu(&mut buf.gate, &buf.up);
+        m.mm(&l.w_down, &buf.gate, n, &mut buf.o)?;
+        ops::add_assign(&mut buf.x, &buf.o);
+    }
+    Ok(())
+}

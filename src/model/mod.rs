@@ -1,0 +1,311 @@
+//! Transformer models over GGUF weights. `config.rs` reads hyperparameters, `loader.rs` finds
+//! and checks the weights, `llama.rs` / `gemma3.rs` are the forward passes, built from the
+//! shared steps below.
+
+pub mod config;
+mod gemma3;
+pub mod kv_cache;
+mod llama;
+pub mod loader;
+pub mod ops;
+
+use crate::kernels::{matmul_with, MatmulScratch};
+use crate::threadpool::ThreadPool;
+use config::{Arch, Config};
+use ggml_compat::gguf::{GgufError, GgufFile};
+use ggml_compat::GgmlType;
+use kv_cache::KvCache;
+use loader::{Layer, Matrix, Weights};
+use std::ops::Range;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{path}: missing metadata key {key}")]
+    MissingKey { path: String, key: String },
+    #[error("{path}: metadata key {key}: {why}")]
+    BadKey {
+        path: String,
+        key: String,
+        why: String,
+    },
+    #[error("{path}: architecture {arch:?} is not supported (kiln runs llama and gemma3)")]
+    UnknownArch { path: String, arch: String },
+    #[error("{path}: {what} is not supported")]
+    Unsupported { path: String, what: String },
+    #[error("{path}: tensor {name} is missing")]
+    MissingTensor { path: String, name: String },
+    #[error("{path}: tensor {name} has shape {got:?}, expected {want:?}")]
+    BadShape {
+        path: String,
+        name: String,
+        want: Vec<u64>,
+        got: Vec<u64>,
+    },
+    #[error("{path}: tensor {name} has type {ty}, which kiln cannot compute with yet")]
+    UnsupportedType {
+        path: String,
+        name: String,
+        ty: GgmlType,
+    },
+    #[error("token id {id} is outside the vocabulary ({n_vocab} tokens)")]
+    BadToken { id: u32, n_vocab: usize },
+    #[error("context full: {have} positions used + {adding} new > {n_ctx}")]
+    ContextFull {
+        have: usize,
+        adding: usize,
+        n_ctx: usize,
+    },
+    #[error("matrix multiply: {0}")]
+    Matmul(String),
+}
+
+/// A loaded model: the mapped file, its hyperparameters and its weight views.
+pub struct Model {
+    pub file: GgufFile,
+    pub config: Config,
+    pub weights: Weights,
+    /// Threads for matrix multiplies and attention.
+    pub pool: ThreadPool,
+    /// Activation buffer of the matmuls, reused across calls.
+    scratch: std::sync::Mutex<MatmulScratch>,
+}
+
+/// Per-sequence state: the KV cache and the activation buffers, allocated once and reused.
+pub struct State {
+    pub cache: KvCache,
+    buf: Buffers,
+}
+
+/// Activation buffers for a batch of `n` tokens (shapes in comments).
+#[derive(Default)]
+struct Buffers {
+    x: Vec<f32>,    // (n, n_embd) residual stream
+    xn: Vec<f32>,   // (n, n_embd) normalized input of a sub-block
+    q: Vec<f32>,    // (n, n_head*head_dim)
+    k: Vec<f32>,    // (n, n_head_kv*head_dim)
+    v: Vec<f32>,    // (n, n_head_kv*head_dim_v)
+    attn: Vec<f32>, // (n, n_head*head_dim_v)
+    o: Vec<f32>,    // (n, n_embd) sub-block output
+    gate: Vec<f32>, // (n, n_ff)
+    up: Vec<f32>,   // (n, n_ff)
+    rope: Vec<f32>, // (n_rot) cos/sin of one position
+}
+
+/// Rows of the output projection computed at once when producing many logits.
+const LOGIT_ROWS: usize = 16;
+
+impl Model {
+    /// Opens `path`, reads its hyperparameters and checks every weight.
+    pub fn load(path: impl AsRef<Path>, threads: usize) -> Result<Model, ModelError> {
+        let file = GgufFile::open(path)?;
+        let config = Config::from_gguf(&file)?;
+        let weights = Weights::load(&file, &config)?;
+        let pool = ThreadPool::new(threads.max(1));
+        Ok(Model {
+            file,
+            config,
+            weights,
+            pool,
+            scratch: Default::default(),
+        })
+    }
+
+    /// A fresh state with room for `n_ctx` positions.
+    pub fn new_state(&self, n_ctx: usize) -> State {
+        let c = &self.config;
+        State {
+            cache: KvCache::new(c.n_layer, n_ctx, c.n_embd_k(), c.n_embd_v()),
+            buf: Buffers::default(),
+        }
+    }
+
+    /// Evaluates `tokens` at the next positions of `state` and returns the logits of the last one.
+    pub fn forward_last(&self, state: &mut State, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let mut logits = Vec::new();
+        let n = tokens.len();
+        self.forward(state, tokens, n.saturating_sub(1)..n, |_, l| {
+            logits = l.to_vec()
+        })?;
+        Ok(logits)
+    }
+
+    /// Evaluates `tokens` at the next positions of `state`, then calls `on_logits(i, logits)` for
+    /// each batch index `i` in `wanted` (in order), without holding all logits at once.
+    pub fn forward(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        wanted: Range<usize>,
+        mut on_logits: impl FnMut(usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let n = tokens.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let cache = &state.cache;
+        if cache.len() + n > cache.n_ctx() {
+            return Err(ModelError::ContextFull {
+                have: cache.len(),
+                adding: n,
+                n_ctx: cache.n_ctx(),
+            });
+        }
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(ModelError::BadToken {
+                id,
+                n_vocab: c.n_vocab,
+            });
+        }
+        state.buf.resize(c, n);
+        self.embed(tokens, &mut state.buf.x);
+        match c.arch {
+            Arch::Llama => llama::layers(self, state, n)?,
+            Arch::Gemma3 => gemma3::layers(self, state, n)?,
+        }
+        state.cache.commit(n);
+        self.logits(
+            &mut state.buf,
+            wanted.start.min(n)..wanted.end.min(n),
+            &mut on_logits,
+        )
+    }
+
+    /// Token embeddings into `x` (n, n_embd), scaled where the architecture says.
+    fn embed(&self, tokens: &[u32], x: &mut [f32]) {
+        let c = &self.config;
+        for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(c.n_embd)) {
+            self.weights
+                .tok_embd
+                .row_to_f32(&self.file, t as usize, row);
+            if let Some(s) = c.embd_scale {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
+        }
+    }
+
+    /// Final norm and output projection of the residual rows `rows`, a few at a time.
+    fn logits(
+        &self,
+        buf: &mut Buffers,
+        rows: Range<usize>,
+        on_logits: &mut impl FnMut(usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let mut out = vec![0f32; LOGIT_ROWS.min(rows.len()) * c.n_vocab];
+        let mut start = rows.start;
+        while start < rows.end {
+            let m = LOGIT_ROWS.min(rows.end - start);
+            for i in 0..m {
+                let x = &buf.x[(start + i) * c.n_embd..][..c.n_embd];
+                let xn = &mut buf.xn[i * c.n_embd..][..c.n_embd];
+                ops::rms_norm(x, &self.weights.output_norm, c.rms_eps, xn);
+            }
+            let logits = &mut out[..m * c.n_vocab];
+            self.mm(&self.weights.output, &buf.xn[..m * c.n_embd], m, logits)?;
+            for (i, l) in logits.chunks_exact_mut(c.n_vocab).enumerate() {
+                if let Some(cap) = c.final_softcap {
+                    l.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
+                }
+                on_logits(start + i, l);
+            }
+            start += m;
+        }
+        Ok(())
+    }
+
+    /// `out (n, rows) = x (n, cols) · mᵀ`.
+    fn mm(&self, m: &Matrix, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        let w = m
+            .view(&self.file)
+            .map_err(|e| ModelError::Matmul(e.to_string()))?;
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        matmul_with(&self.pool, &mut scratch, &w, x, n, out)
+            .map_err(|e| ModelError::Matmul(e.to_string()))
+    }
+
+    /// q, k, v projections of the normalized input `buf.xn` for layer `l`.
+    fn project_qkv(&self, l: &Layer, buf: &mut Buffers, n: usize) -> Result<(), ModelError> {
+        let xn = &buf.xn[..n * self.config.n_embd];
+        self.mm(&l.wq, xn, n, &mut buf.q)?;
+        self.mm(&l.wk, xn, n, &mut buf.k)?;
+        self.mm(&l.wv, xn, n, &mut buf.v)
+    }
+
+    /// RoPE on `buf.q` and `buf.k` of `n` tokens starting at position `pos0`, with layer `il`'s
+    /// parameters.
+    fn rope(&self, il: usize, buf: &mut Buffers, n: usize, pos0: usize) {
+        let c = &self.config;
+        let rope = c.rope_for(il);
+        let freqs = self.weights.rope_freqs.as_deref().filter(|_| !c.is_swa(il));
+        let (qw, kw) = (c.n_head * c.head_dim, c.n_embd_k());
+        for t in 0..n {
+            ops::rope_cache(&rope, pos0 + t, freqs, &mut buf.rope);
+            ops::rope_apply(
+                rope.kind,
+                rope.n_rot,
+                c.head_dim,
+                &buf.rope,
+                &mut buf.q[t * qw..][..qw],
+            );
+            ops::rope_apply(
+                rope.kind,
+                rope.n_rot,
+                c.head_dim,
+                &buf.rope,
+                &mut buf.k[t * kw..][..kw],
+            );
+        }
+    }
+
+    /// Stores k/v in the cache, attends, and projects: `buf.o = wo · attention(q, cache)`.
+    fn attend(
+        &self,
+        il: usize,
+        l: &Layer,
+        state: &mut State,
+        n: usize,
+        kq_scale: f32,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let buf = &mut state.buf;
+        state.cache.store(il, &buf.k, &buf.v);
+        let params = kv_cache::AttnParams {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            head_dim_v: c.head_dim_v,
+            kq_scale,
+            window: c.swa_window.filter(|_| c.is_swa(il)),
+        };
+        kv_cache::attention(&state.cache, il, &params, &buf.q, &mut buf.attn, &self.pool);
+        self.mm(&l.wo, &buf.attn, n, &mut buf.o)
+    }
+
+    /// `buf.xn[t] = rms_norm(src[t]) * w` for each of `n` rows.
+    fn norm_rows(&self, src: &[f32], w: &[f32], dst: &mut [f32], n: usize) {
+        let d = w.len();
+        for (s, o) in src.chunks_exact(d).zip(dst.chunks_exact_mut(d)).take(n) {
+            ops::rms_norm(s, w, self.config.rms_eps, o);
+        }
+    }
+}
+
+impl Buffers {
+    fn resize(&mut self, c: &Config, n: usize) {
+        // Exact lengths (resize also shrinks): matmul takes its batch size from the slices.
+        let size = |v: &mut Vec<f32>, len: usize| v.resize(len, 0.0);
+        size(&mut self.x, n * c.n_embd);
+        size(&mut self.xn, n.max(LOGIT_ROWS) * c.n_embd);
+        size(&mut self.q, n * c.n_head * c.head_dim);
+        size(&mut self.k, n * c.n_embd_k());
+        size(&mut self.v, n * c.n_embd_v());
+        size(&mut self.attn, n * c.n_head * c.head_dim_v);
+        size(&mut self.o, n * c.n_embd);
+        size(&mut self.gate, n * c.n_ff);
+        size(&mut self.up, n * c.n_ff);
+    }
+}

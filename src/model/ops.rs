@@ -1,0 +1,190 @@
+//! Element-wise and row-wise operations of the forward pass, each computed the way ggml's CPU
+//! backend computes it (accumulation precision and operation order), so activations stay within
+//! float noise of llama.cpp's.
+
+use super::config::{Rope, RopeKind};
+use half::f16;
+use std::sync::OnceLock;
+
+/// `y = x / sqrt(mean(x²) + eps) * w` — ggml `rms_norm` (sum in f64) followed by `mul`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    debug_assert!(x.len() == w.len() && y.len() == x.len());
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+        *y = (x * scale) * w;
+    }
+}
+
+/// In-place [`rms_norm`] of each `w.len()`-wide chunk of `x` (per-head q/k norms).
+pub fn rms_norm_chunks(x: &mut [f32], w: &[f32], eps: f32) {
+    let mut tmp = vec![0f32; w.len()];
+    for chunk in x.chunks_exact_mut(w.len()) {
+        rms_norm(chunk, w, eps, &mut tmp);
+        chunk.copy_from_slice(&tmp);
+    }
+}
+
+/// The cos/sin table of one position, as ggml's `ggml_rope_cache_init` builds it: theta is
+/// advanced by repeated multiplication in f32, not recomputed with `powf` per dimension.
+pub fn rope_cache(rope: &Rope, pos: usize, freq_factors: Option<&[f32]>, cache: &mut Vec<f32>) {
+    cache.clear();
+    let theta_scale = rope.freq_base.powf(-2.0 / rope.n_rot as f32);
+    let mut theta = pos as f32;
+    for i in 0..rope.n_rot / 2 {
+        let ff = freq_factors.map_or(1.0, |f| f[i]);
+        let t = rope.freq_scale * (theta / ff);
+        cache.push(t.cos());
+        cache.push(t.sin());
+        theta *= theta_scale;
+    }
+}
+
+/// Rotates each `head_dim`-wide head of `x` by the angles in `cache` (from [`rope_cache`]).
+pub fn rope_apply(kind: RopeKind, n_rot: usize, head_dim: usize, cache: &[f32], x: &mut [f32]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        match kind {
+            RopeKind::Norm => {
+                for i in 0..n_rot / 2 {
+                    let (c, s) = (cache[2 * i], cache[2 * i + 1]);
+                    let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+                    head[2 * i] = x0 * c - x1 * s;
+                    head[2 * i + 1] = x0 * s + x1 * c;
+                }
+            }
+            RopeKind::Neox => {
+                let half = n_rot / 2;
+                for i in 0..half {
+                    let (c, s) = (cache[2 * i], cache[2 * i + 1]);
+                    let (x0, x1) = (head[i], head[i + half]);
+                    head[i] = x0 * c - x1 * s;
+                    head[i + half] = x0 * s + x1 * c;
+                }
+            }
+        }
+    }
+}
+
+/// `x = softmax(x)` in place — ggml `soft_max`: max-subtracted `expf`, sum in f64.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        let e = if *v == f32::NEG_INFINITY {
+            0.0
+        } else {
+            (*v - max).exp()
+        };
+        sum += e as f64;
+        *v = e;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `gate = silu(gate) * up` — ggml `swiglu`.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `gate = gelu(gate) * up` — ggml `geglu` with `GGML_GELU_FP16`: GELU (tanh form) looked up
+/// in a table indexed by the f16 rounding of the input, saturating outside ±10.
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_f16_table();
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            table[f16::from_f32(x).to_bits() as usize].to_f32() * u
+        };
+    }
+}
+
+/// ggml's `ggml_gelu_f32`: `0.5x(1 + tanh(sqrt(2/π)·x·(1 + 0.044715x²)))`.
+fn gelu_f32(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const GELU_COEF_A: f32 = 0.044715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+}
+
+fn gelu_f16_table() -> &'static [f16] {
+    static TABLE: OnceLock<Vec<f16>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| f16::from_f32(gelu_f32(f16::from_bits(bits).to_f32())))
+            .collect()
+    })
+}
+
+/// `y += x`.
+pub fn add_assign(y: &mut [f32], x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += x;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_masks() {
+        let mut x = [1.0, 2.0, f32::NEG_INFINITY, 3.0];
+        softmax(&mut x);
+        assert_eq!(x[2], 0.0);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[3] > x[1] && x[1] > x[0]);
+    }
+
+    #[test]
+    fn rope_position_zero_is_identity_and_rotation_preserves_norm() {
+        let rope = Rope {
+            kind: RopeKind::Neox,
+            n_rot: 8,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+        };
+        let mut cache = Vec::new();
+        let x: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
+        rope_cache(&rope, 0, None, &mut cache);
+        let mut y = x.clone();
+        rope_apply(rope.kind, 8, 8, &cache, &mut y);
+        assert_eq!(x, y);
+        rope_cache(&rope, 17, None, &mut cache);
+        for kind in [RopeKind::Norm, RopeKind::Neox] {
+            let mut y = x.clone();
+            rope_apply(kind, 8, 8, &cache, &mut y);
+            let n = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
+            assert!((n(&x) - n(&y)).abs() < 1e-3);
+            assert_ne!(x, y);
+        }
+    }
+
+    #[test]
+    fn geglu_matches_gelu_within_f16_rounding() {
+        for &x in &[-12.0f32, -3.0, -0.5, 0.0, 0.25, 1.0, 4.0, 11.0] {
+            let mut g = [x];
+            geglu(&mut g, &[2.0]);
+            let want = if x >= 10.0 {
+                x * 2.0
+            } else if x <= -10.0 {
+                0.0
+            } else {
+                gelu_f32(x) * 2.0
+            };
+            assert!(
+                (g[0] - want).abs() <= 2e-3 * want.abs().max(1.0),
+                "x={x}: {} vs {want}",
+                g[0]
+            );
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! A persistent thread pool for data-parallel ops, in the style of ggml's CPU backend: every op
+//! runs on all threads as `f(ith, nth)`, the caller being thread 0. Workers spin briefly after a
+//! job (decode issues hundreds of small matmuls per token back to back), then park on a condvar
+//! so an idle pool costs nothing.
+
+use crate::kernels::matmul::Parallel;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker spins before parking.
+const SPIN: Duration = Duration::from_micros(200);
+
+type Job = dyn Fn(usize, usize) + Sync;
+
+struct Shared {
+    nth: usize,
+    /// The current job; valid while `pending > 0` (see `run`).
+    job: Mutex<Option<JobPtr>>,
+    /// Bumped once per job; workers wait for it to change.
+    generation: AtomicUsize,
+    /// Workers that have not finished the current job.
+    pending: AtomicUsize,
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+}
+
+/// A lifetime-erased pointer to the caller's closure.
+#[derive(Clone, Copy)]
+struct JobPtr(*const Job);
+// SAFETY: the pointee is `Sync`, and `run` keeps it alive until every worker is done with it.
+unsafe impl Send for JobPtr {}
+
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Serializes `run` calls from different threads.
+    running: Mutex<()>,
+}
+
+impl ThreadPool {
+    /// A pool of `n` threads in all (the caller plus `n - 1` workers).
+    pub fn new(n: usize) -> ThreadPool {
+        let nth = n.max(1);
+        let shared = Arc::new(Shared {
+            nth,
+            job: Mutex::new(None),
+            generation: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+        });
+        let workers = (1..nth)
+            .map(|ith| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("kiln-worker-{ith}"))
+                    .spawn(move || worker(&shared, ith))
+                    .expect("cannot spawn a worker thread")
+            })
+            .collect();
+        ThreadPool {
+            shared,
+            workers,
+            running: Mutex::new(()),
+        }
+    }
+
+    /// Threads in all, the caller included.
+    pub fn n_threads(&self) -> usize {
+        self.shared.nth
+    }
+
+    /// Runs `f(ith, nth)` for every `ith` in `0..nth` — `ith == 0` on the calling thread — and
+    /// returns when all have finished. A panic in any of them is re-raised here.
+    pub fn broadcast(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        let nth = self.shared.nth;
+        if nth == 1 {
+            f(0, 1);
+            return;
+        }
+        let _guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &*self.shared;
+        // SAFETY: the 'static lifetime is a lie told only to the workers, who stop using the
+        // pointer before they decrement `pending`; we wait for `pending == 0` before returning,
+        // so `f` outlives every use.
+        let ptr: *const Job =
+            unsafe { std::mem::transmute::<&(dyn Fn(usize, usize) + Sync), &'static Job>(f) };
+        *s.job.lock().unwrap() = Some(JobPtr(ptr));
+        s.pending.store(nth - 1, Ordering::Release);
+        s.generation.fetch_add(1, Ordering::AcqRel);
+        {
+            let _l = s.wake_lock.lock().unwrap();
+            s.wake.notify_all();
+        }
+        let mine = catch_unwind(AssertUnwindSafe(|| f(0, nth)));
+        while s.pending.load(Ordering::Acquire) != 0 {
+            std::hint::spin_loop();
+        }
+        *s.job.lock().unwrap() = None;
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        if s.panicked.swap(false, Ordering::AcqRel) {
+            panic!("a kiln worker thread panicked");
+        }
+    }
+}
+
+fn worker(s: &Shared, ith: usize) {
+    let mut seen = 0usize;
+    loop {
+        // Wait for a new generation: spin first, then park.
+        let start = Instant::now();
+        loop {
+            if s.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if s.generation.load(Ordering::Acquire) != seen {
+                break;
+            }
+            if start.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            let guard = s.wake_lock.lock().unwrap();
+            if s.generation.load(Ordering::Acquire) == seen && !s.shutdown.load(Ordering::Acquire) {
+                drop(
+                    s.wake
+                        .wait_timeout(guard, Duration::from_millis(100))
+                        .unwrap(),
+                );
+            }
+        }
+        seen = s.generation.load(Ordering::Acquire);
+        let job = *s.job.lock().unwrap();
+        if let Some(JobPtr(ptr)) = job {
+            // SAFETY: `run` keeps the closure alive until `pending` reaches 0 (below).
+            let f = unsafe { &*ptr };
+            if catch_unwind(AssertUnwindSafe(|| f(ith, s.nth))).is_err() {
+                s.panicked.store(true, Ordering::Release);
+            }
+        }
+        s.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Matmul and attention hand out `n_tasks` independent tasks; every thread pulls task indices
+/// from one atomic counter until none are left (ggml's chunk counter).
+impl Parallel for ThreadPool {
+    fn threads(&self) -> usize {
+        self.n_threads()
+    }
+
+    fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        if n_tasks <= 1 || self.n_threads() == 1 {
+            (0..n_tasks).for_each(task);
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        self.broadcast(&|_, _| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n_tasks {
+                break;
+            }
+            task(i);
+        });
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        {
+            let _l = self.shared.wake_lock.lock().unwrap();
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn every_thread_runs_once_per_job() {
+        let pool = ThreadPool::new(4);
+        for _ in 0..1000 {
+            let hits: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+            pool.broadcast(&|ith, nth| {
+                assert_eq!(nth, 4);
+                hits[ith].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn borrows_caller_data_and_parks_between_jobs() {
+        let pool = ThreadPool::new(3);
+        let data: Vec<u64> = (0..3000).collect();
+        let sum = AtomicU64::new(0);
+        for round in 0..3 {
+            if round == 1 {
+                std::thread::sleep(SPIN * 5); // workers park; the next job must wake them
+            }
+            sum.store(0, Ordering::Relaxed);
+            pool.broadcast(&|ith, nth| {
+                let part: u64 = data.iter().skip(ith).step_by(nth).sum();
+                sum.fetch_add(part, Ordering::Relaxed);
+            });
+            assert_eq!(sum.load(Ordering::Relaxed), 3000 * 2999 / 2);
+        }
+    }
+
+    #[test]
+    fn worker_panic_is_reported_to_the_caller() {
+        let pool = ThreadPool::new(2);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.broadcast(&|ith, _| assert_ne!(ith, 1))
+        }));
+        assert!(r.is_err());
+        // The pool stays usable.
+        let n = AtomicU64::new(0);
+        pool.broadcast(&|_, _| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 2);
+    }
+}
