@@ -545,8 +545,9 @@ mod tests {
         for want in expected {
             assert_eq!(rng.next_f64().to_bits(), want);
         }
+        // std::mt19937 r(1234): first two outputs.
         let mut rng = Mt19937::new(1234);
-        assert_eq!(rng.next_u32(), 2_137_449_171);
         assert_eq!(rng.next_u32(), 822_569_775);
+        assert_eq!(rng.next_u32(), 2_137_449_171);
     }
 }
