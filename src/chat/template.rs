@@ -129,7 +129,7 @@ impl ChatTemplate {
         env.set_syntax(syntax);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(python_methods);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", pyjson::tojson_filter);
@@ -195,6 +195,40 @@ impl ChatTemplate {
             .map_err(|e| convert_error(&self.name, e))?;
         tmpl.render(ctx).map_err(|e| convert_error(&self.name, e))
     }
+}
+
+/// Python `str`/`dict`/`list` methods: minijinja-contrib's pycompat, except `str.title()`,
+/// which pycompat capitalises only after whitespace while Python starts a word after any
+/// uncased character (`'"quotes"'.title() == '"Quotes"'`).
+fn python_methods(
+    state: &mut minijinja::State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
+    if method == "title" && args.is_empty() {
+        if let Some(s) = value.as_str() {
+            return Ok(Value::from(python_title(s)));
+        }
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
+/// Python `str.title()`: title-case the first cased character after an uncased one, lower-case
+/// the rest.
+fn python_title(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut prev_cased = false;
+    for c in s.chars() {
+        let cased = c.is_lowercase() || c.is_uppercase();
+        if prev_cased {
+            out.extend(c.to_lowercase());
+        } else {
+            out.extend(c.to_uppercase());
+        }
+        prev_cased = cased;
+    }
+    out
 }
 
 /// transformers' `raise_exception(message)`: aborts rendering with `message`.
