@@ -1,8 +1,10 @@
 //! kiln: GGUF-compatible LLM inference for laptop CPUs.
 
+pub mod chat;
 pub mod eval;
 pub mod kernels;
 pub mod model;
+pub mod sample;
 pub mod threadpool;
 pub mod tokenizer;
 
