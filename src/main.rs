@@ -21,11 +21,17 @@ struct Cli {
 enum Command {
     /// Describe a GGUF file: header, metadata, tensors, totals (like gguf-dump).
     Inspect(cli::inspect::Args),
+    /// Complete a prompt, streaming the continuation (timings on stderr).
+    Run(cli::run::RunArgs),
+    /// Perplexity of a model on a text file (llama-perplexity's protocol).
+    Perplexity(cli::perplexity::PerplexityArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Inspect(args) => cli::inspect::run(&args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Perplexity(args) => cli::perplexity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
