@@ -2,10 +2,12 @@
 //! (low 2 bits in `qs`, high bit in `hmask`). ggml's `quantize_row_q3_K_ref`,
 //! `quantize_row_q3_K_impl`, `dequantize_row_q3_K`.
 
-use super::nearest_int;
-use super::search::{make_q3_quants, make_qx_quants};
-use super::{f16, imatrix_weights, pack_2bit, sum_sq, super_blocks};
+use super::{pack_2bit, super_blocks};
 use crate::blocks::BlockQ3K;
+use crate::quant::common::{imatrix_weights, sum_sq};
+use crate::quant::float::fp32_to_fp16 as f16;
+use crate::quant::nearest_int;
+use crate::quant::search::{make_q3_quants, make_qx_quants};
 use crate::quant::{with_blocks, with_blocks_mut};
 use crate::types::QK_K;
 

@@ -2,9 +2,9 @@
 //! ggml's `quantize_row_q4_K_ref`, `quantize_row_q4_K_impl`, `dequantize_row_q4_K`.
 
 use super::scale_min::{self, chunk_scales, ScaleMin};
-use super::search::Grid;
 use super::super_blocks;
 use crate::blocks::BlockQ4K;
+use crate::quant::search::Grid;
 use crate::quant::{with_blocks, with_blocks_mut};
 use crate::types::QK_K;
 

@@ -3,9 +3,9 @@
 //! `quantize_row_q5_K_impl`, `dequantize_row_q5_K`.
 
 use super::scale_min::{self, chunk_scales, ScaleMin};
-use super::search::Grid;
 use super::super_blocks;
 use crate::blocks::BlockQ5K;
+use crate::quant::search::Grid;
 use crate::quant::{with_blocks, with_blocks_mut};
 use crate::types::QK_K;
 

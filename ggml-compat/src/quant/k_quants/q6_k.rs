@@ -2,10 +2,12 @@
 //! nibbles in `ql`, high 2 bits in `qh`). ggml's `quantize_row_q6_K_ref`,
 //! `quantize_row_q6_K_impl`, `dequantize_row_q6_K`.
 
-use super::nearest_int;
-use super::search::{make_qx_quants, GROUP_MAX_EPS};
-use super::{f16, super_blocks};
+use super::super_blocks;
 use crate::blocks::BlockQ6K;
+use crate::quant::common::GROUP_MAX_EPS;
+use crate::quant::float::fp32_to_fp16 as f16;
+use crate::quant::nearest_int;
+use crate::quant::search::make_qx_quants;
 use crate::quant::{with_blocks, with_blocks_mut};
 use crate::types::QK_K;
 use bytemuck::Zeroable;

@@ -2,9 +2,10 @@
 //! `d`, 8-bit `q`, and the sum of each group of 16 `q` in `bsums`. ggml's
 //! `quantize_row_q8_K_ref` and `dequantize_row_q8_K`.
 
-use super::nearest_int;
 use super::super_blocks;
 use crate::blocks::BlockQ8K;
+use crate::quant::common::signed_absmax;
+use crate::quant::nearest_int;
 use crate::quant::{with_blocks, with_blocks_mut};
 use crate::types::QK_K;
 
@@ -20,14 +21,7 @@ pub(super) fn quantize(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
 }
 
 fn quantize_block(x: &[f32; QK_K], y: &mut BlockQ8K) {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(x);
     if amax == 0.0 {
         y.d = 0.0;
         y.qs = [0; QK_K];
