@@ -11,6 +11,9 @@
 //! cargo bench --bench dequant -- --measurement-time 1 --warm-up-time 0.5   # quick look
 //! ```
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ggml_compat::quant::{dequantize, fns, quantize_row};
 use ggml_compat::GgmlType;
@@ -18,19 +21,6 @@ use std::hint::black_box;
 
 const ROWS: usize = 4096;
 const COLS: usize = 256;
-
-/// Deterministic values in [-1, 1) (xorshift64), the same for every type.
-fn values(len: usize) -> Vec<f32> {
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// The matrix quantized to `ty` with ggml's reference quantizer, row by row. Stored in `u64`s so
 /// the bytes are aligned for every block struct, as in an mmapped GGUF (misaligned bytes would
@@ -47,7 +37,8 @@ fn quantized(ty: GgmlType, x: &[f32]) -> Vec<u64> {
 }
 
 fn dequant(c: &mut Criterion) {
-    let x = values(ROWS * COLS);
+    // The same values for every type.
+    let x = common::values(ROWS * COLS, 1);
     let mut out = vec![0f32; ROWS * COLS];
     for ty in GgmlType::ALL.into_iter().filter(|&t| fns(t).is_some()) {
         let storage = quantized(ty, &x);
