@@ -228,13 +228,7 @@ pub fn quantize_activations(
     cols: usize,
     dst: &mut [u8],
 ) -> Result<(), QuantError> {
-    let row_bytes = vec_dot_type
-        .row_bytes(cols as u64)
-        .ok_or(QuantError::NotWholeBlocks {
-            ty: vec_dot_type,
-            n: cols,
-            block: vec_dot_type.block_size(),
-        })? as usize;
+    let row_bytes = act_row_bytes(vec_dot_type, cols)?;
     let want = x.len() / cols.max(1) * row_bytes;
     if !x.len().is_multiple_of(cols.max(1)) || dst.len() != want {
         return Err(QuantError::BadLength {
@@ -250,6 +244,18 @@ pub fn quantize_activations(
         quantize_row(vec_dot_type, src, out, None)?;
     }
     Ok(())
+}
+
+/// Bytes of one row of `cols` activations converted to `vec_dot_type`.
+fn act_row_bytes(vec_dot_type: GgmlType, cols: usize) -> Result<usize, QuantError> {
+    let bytes = vec_dot_type
+        .row_bytes(cols as u64)
+        .ok_or(QuantError::NotWholeBlocks {
+            ty: vec_dot_type,
+            n: cols,
+            block: vec_dot_type.block_size(),
+        })?;
+    Ok(bytes as usize)
 }
 
 /// `out[t][r] = dot(w row r, x row t)` for `n_tokens` activation rows `x` (`[n_tokens × cols]`,
@@ -312,14 +318,7 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     };
     // Whole weight blocks are whole activation blocks for every pair in the table (tested in
     // scalar.rs), so this cannot fail for a valid WeightMatrix; keep the error path anyway.
-    let act_row = vdt
-        .row_bytes(cols as u64)
-        .ok_or(QuantError::NotWholeBlocks {
-            ty: vdt,
-            n: cols,
-            block: vdt.block_size(),
-        })
-        .map_err(act_err)? as usize;
+    let act_row = act_row_bytes(vdt, cols).map_err(act_err)?;
     if n_tokens == 0 || rows == 0 {
         return Ok(());
     }

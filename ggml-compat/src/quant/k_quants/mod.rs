@@ -13,7 +13,7 @@ mod q6_k;
 mod q8_k;
 mod scale_min;
 
-use super::{nearest_int, QuantFns};
+use super::{nearest_int, with_blocks_mut, QuantFns};
 use crate::types::QK_K;
 
 /// Q2_K: `dequantize_row_q2_K`, and `quantize_q2_K` (`quantize_row_q2_K_ref` / `_impl`).
@@ -111,4 +111,20 @@ fn requantize_asym(x: &[f32], levels: &mut [u8], d: f32, dm: f32, nmax: i32) {
 fn super_blocks(x: &[f32]) -> impl Iterator<Item = &[f32; QK_K]> {
     x.chunks_exact(QK_K)
         .map(|c| c.try_into().expect("chunks_exact yields QK_K"))
+}
+
+/// The row loop of ggml's `quantize_<type>` for a K-quant: `quantize_block(x, y, qw)` gets each
+/// super-block of `src`, the block `B` it becomes in `dst`, and the matching 256 values of the
+/// importance matrix if there is one.
+fn quantize_super_blocks<B: bytemuck::Pod>(
+    src: &[f32],
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+    quantize_block: impl Fn(&[f32; QK_K], &mut B, Option<&[f32]>),
+) {
+    with_blocks_mut::<B, _>(dst, |blocks| {
+        for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
+            quantize_block(x, y, imatrix.map(|qw| &qw[i * QK_K..(i + 1) * QK_K]));
+        }
+    });
 }
