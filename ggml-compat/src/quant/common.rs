@@ -32,12 +32,15 @@ pub(crate) fn sum_sq(x: &[f32]) -> f32 {
 }
 
 /// The importance weights ggml's `quantize_row_*_impl` derive from an imatrix slice `qw`:
-/// `out[j] = qw[j] * sqrt(sigma2 + x[j]²)`.
+/// `out[j] = qw[j] * sqrt(sigma2 + x[j]²)`. Returns their sum in order (the K-quants' `sumw`).
 #[inline]
-pub(crate) fn imatrix_weights(qw: &[f32], x: &[f32], sigma2: f32, out: &mut [f32]) {
+pub(crate) fn imatrix_weights(qw: &[f32], x: &[f32], sigma2: f32, out: &mut [f32]) -> f32 {
+    let mut sum = 0f32;
     for ((o, &q), &v) in out.iter_mut().zip(qw).zip(x) {
         *o = q * (sigma2 + v * v).sqrt();
+        sum += *o;
     }
+    sum
 }
 
 /// ggml's `best_index_int8`: index of the entry of the sorted table `val` (length a power of

@@ -97,10 +97,12 @@ fn quantize_iq4_impl(x: &[f32], out: Iq4Out<'_>, quant_weights: Option<&[f32]>, 
     for ib in 0..nb {
         let xb = &x[ib * BLOCK..(ib + 1) * BLOCK];
         match quant_weights {
-            Some(qw) => imatrix_weights(&qw[ib * BLOCK..(ib + 1) * BLOCK], xb, sigma2, &mut weight),
+            Some(qw) => {
+                imatrix_weights(&qw[ib * BLOCK..(ib + 1) * BLOCK], xb, sigma2, &mut weight);
+            }
             None => {
-                for j in 0..BLOCK {
-                    weight[j] = xb[j] * xb[j];
+                for (w, &v) in weight.iter_mut().zip(xb) {
+                    *w = v * v;
                 }
             }
         }

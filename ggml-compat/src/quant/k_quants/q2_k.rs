@@ -87,10 +87,7 @@ fn quantize_block_impl(x: &[f32; QK_K], y: &mut BlockQ2K, qw: &[f32]) {
         .enumerate()
     {
         let mut weights = [0f32; 16];
-        imatrix_weights(&qw[16 * j..16 * (j + 1)], xs, sigma2, &mut weights);
-        for &w in &weights {
-            sw[j] += w;
-        }
+        sw[j] = imatrix_weights(&qw[16 * j..16 * (j + 1)], xs, sigma2, &mut weights);
         (scales[j], mins[j]) = make_qkx3_quants(3, xs, &weights, ls, IMATRIX_GRID);
     }
 

@@ -66,12 +66,7 @@ fn quantize_block_impl(x: &[f32; QK_K], y: &mut BlockQ3K, qw: &[f32]) {
         .enumerate()
     {
         let mut weights = [0f32; 16];
-        imatrix_weights(&qw[16 * j..16 * (j + 1)], xs, sigma2, &mut weights);
-        let mut sumw = 0f32;
-        for &w in &weights {
-            sumw += w;
-        }
-        sw[j] = sumw;
+        sw[j] = imatrix_weights(&qw[16 * j..16 * (j + 1)], xs, sigma2, &mut weights);
         scales[j] = make_qx_quants(4, xs, ls, Some(&weights));
     }
 

@@ -90,12 +90,7 @@ pub(super) fn quantize_impl(
         .enumerate()
     {
         let mut weights = [0f32; 32];
-        imatrix_weights(&qw[32 * j..32 * (j + 1)], xs, sigma2, &mut weights);
-        let mut sumw = 0f32;
-        for &w in &weights {
-            sumw += w;
-        }
-        sw[j] = sumw;
+        sw[j] = imatrix_weights(&qw[32 * j..32 * (j + 1)], xs, sigma2, &mut weights);
         (scales[j], mins[j]) = make_qkx3_quants(nmax, xs, &weights, ls, IMATRIX_GRID);
     }
 
