@@ -7,33 +7,11 @@
 //! activation row, i.e. `vec_dot.f32[6*i + j] = vec_dot(quant row i, act_quant row j)`.
 //! `orientation_is_weight_row_major` checks this from the data: the transposed reading fails.
 
+mod common;
+
+use common::{floats, golden_root, read};
 use ggml_compat::GgmlType;
 use kiln::kernels::{kernels, supported_types};
-use std::path::PathBuf;
-
-fn golden_root() -> PathBuf {
-    let root = std::env::var_os("KILN_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-        .join("golden/quant");
-    assert!(
-        root.is_dir(),
-        "golden vectors not found at {} (set KILN_SHARED)",
-        root.display()
-    );
-    root
-}
-
-fn read(path: PathBuf) -> Vec<u8> {
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
 
 /// One type's golden vec_dot data.
 struct Golden {

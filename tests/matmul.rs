@@ -4,6 +4,9 @@
 //! The quantized cases need `ggml_compat::quant::{quantize_row, dequantize}` (ported on other
 //! branches); the F32 / F16 / BF16 cases build their bytes with `half` and run on their own.
 
+mod common;
+
+use common::{floats, golden_root, read, values};
 use ggml_compat::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use ggml_compat::quant::{dequantize, quantize_row};
 use ggml_compat::GgmlType;
@@ -12,20 +15,6 @@ use kiln::kernels::{
     kernels, matmul, matmul_with, quantize_activations, supported_types, MatmulError,
     MatmulScratch, ScopedThreads, WeightMatrix,
 };
-use std::path::PathBuf;
-
-/// Deterministic values in [-1, 1) (xorshift64).
-fn values(len: usize, mut seed: u64) -> Vec<f32> {
-    seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// The activations exactly as the kernels see them: converted to `vdt` and back to f32.
 fn seen_activations(vdt: GgmlType, x: &[f32], cols: usize) -> Vec<f32> {
@@ -215,7 +204,10 @@ fn quantized_weights_match_reference() {
             let sums = q8_1_sums(&x, cols);
             let blocks = cols / 32;
             let exact = |t: usize, r: usize| -> f64 {
-                let (wr, at) = (&w_seen[r * cols..(r + 1) * cols], &a_seen[t * cols..(t + 1) * cols]);
+                let (wr, at) = (
+                    &w_seen[r * cols..(r + 1) * cols],
+                    &a_seen[t * cols..(t + 1) * cols],
+                );
                 let plain: f64 = wr.iter().zip(at).map(|(w, a)| *w as f64 * *a as f64).sum();
                 let correction: f64 = (0..blocks)
                     .map(|b| {
@@ -362,34 +354,10 @@ fn errors_name_the_tensor_and_what_is_wrong() {
 // Against ggml's golden data: weights `quant.bin` times activations `act.f32` must reproduce
 // `act_quant.bin` (the one-time activation conversion) and `vec_dot.f32` (the products).
 
-fn golden_dir(name: &str) -> PathBuf {
-    let root = std::env::var_os("KILN_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-        .join("golden/quant");
-    assert!(
-        root.is_dir(),
-        "golden vectors not found at {}",
-        root.display()
-    );
-    root.join(name)
-}
-
-fn read(path: PathBuf) -> Vec<u8> {
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
 /// Golden check of one type: 6 weight rows of 512, 6 activation rows.
 fn golden_case(ty: GgmlType) {
     let (rows, cols) = (6, 512);
-    let dir = golden_dir(ty.name());
+    let dir = golden_root().join(ty.name());
     let quant = read(dir.join("quant.bin"));
     let act = floats(&read(dir.join("act.f32")));
     let want_act = read(dir.join("act_quant.bin"));

@@ -11,7 +11,6 @@
 use super::{kernels, TypeKernels};
 use ggml_compat::quant::{quantize_row, QuantError};
 use ggml_compat::GgmlType;
-use half::f16;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A weight matrix of `rows` × `cols` elements of one ggml type, stored row-major as ggml stores
@@ -217,22 +216,19 @@ impl MatmulScratch {
 }
 
 /// Converts `x` (whole rows of `cols` floats) to `vec_dot_type` into `dst`, row by row: ggml-cpu's
-/// `type_traits_cpu[vec_dot_type].from_float`. F16 rounds to nearest even
-/// (`ggml_cpu_fp32_to_fp16`), BF16 as `ggml_compute_fp32_to_bf16`, quantized types with the
-/// reference quantizer (`quantize_row`, no importance matrix).
+/// `type_traits_cpu[vec_dot_type].from_float`, through `ggml_compat::quant::quantize_row` (no
+/// importance matrix). F16 rounds to nearest even, as ggml-cpu's F16C conversion
+/// (`ggml_cpu_fp32_to_fp16`) does; the one difference is a NaN, which ggml_compat stores as the
+/// canonical quiet NaN of `ggml_fp32_to_fp16_row` where F16C keeps the payload's top bits (either
+/// way the dot product is NaN). BF16 is `GGML_FP32_TO_BF16`; quantized types use the reference
+/// quantizer.
 pub fn quantize_activations(
     vec_dot_type: GgmlType,
     x: &[f32],
     cols: usize,
     dst: &mut [u8],
 ) -> Result<(), QuantError> {
-    let row_bytes = vec_dot_type
-        .row_bytes(cols as u64)
-        .ok_or(QuantError::NotWholeBlocks {
-            ty: vec_dot_type,
-            n: cols,
-            block: vec_dot_type.block_size(),
-        })? as usize;
+    let row_bytes = act_row_bytes(vec_dot_type, cols)?;
     let want = x.len() / cols.max(1) * row_bytes;
     if !x.len().is_multiple_of(cols.max(1)) || dst.len() != want {
         return Err(QuantError::BadLength {
@@ -241,39 +237,25 @@ pub fn quantize_activations(
             want,
         });
     }
-    match vec_dot_type {
-        GgmlType::F32 => {
-            for (v, out) in x.iter().zip(dst.chunks_exact_mut(4)) {
-                out.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        GgmlType::F16 => {
-            for (v, out) in x.iter().zip(dst.chunks_exact_mut(2)) {
-                out.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
-            }
-        }
-        GgmlType::BF16 => {
-            for (v, out) in x.iter().zip(dst.chunks_exact_mut(2)) {
-                out.copy_from_slice(&fp32_to_bf16(*v).to_le_bytes());
-            }
-        }
-        _ => {
-            for (src, out) in x.chunks_exact(cols).zip(dst.chunks_exact_mut(row_bytes)) {
-                quantize_row(vec_dot_type, src, out, None)?;
-            }
-        }
+    if cols == 0 {
+        return Ok(());
+    }
+    for (src, out) in x.chunks_exact(cols).zip(dst.chunks_exact_mut(row_bytes)) {
+        quantize_row(vec_dot_type, src, out, None)?;
     }
     Ok(())
 }
 
-/// ggml's `ggml_compute_fp32_to_bf16`: round to nearest even; NaN keeps its top bits and is
-/// forced quiet.
-fn fp32_to_bf16(x: f32) -> u16 {
-    let u = x.to_bits();
-    if u & 0x7fff_ffff > 0x7f80_0000 {
-        return ((u >> 16) | 64) as u16;
-    }
-    (u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16
+/// Bytes of one row of `cols` activations converted to `vec_dot_type`.
+fn act_row_bytes(vec_dot_type: GgmlType, cols: usize) -> Result<usize, QuantError> {
+    let bytes = vec_dot_type
+        .row_bytes(cols as u64)
+        .ok_or(QuantError::NotWholeBlocks {
+            ty: vec_dot_type,
+            n: cols,
+            block: vec_dot_type.block_size(),
+        })?;
+    Ok(bytes as usize)
 }
 
 /// `out[t][r] = dot(w row r, x row t)` for `n_tokens` activation rows `x` (`[n_tokens × cols]`,
@@ -336,14 +318,7 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     };
     // Whole weight blocks are whole activation blocks for every pair in the table (tested in
     // scalar.rs), so this cannot fail for a valid WeightMatrix; keep the error path anyway.
-    let act_row = vdt
-        .row_bytes(cols as u64)
-        .ok_or(QuantError::NotWholeBlocks {
-            ty: vdt,
-            n: cols,
-            block: vdt.block_size(),
-        })
-        .map_err(act_err)? as usize;
+    let act_row = act_row_bytes(vdt, cols).map_err(act_err)?;
     if n_tokens == 0 || rows == 0 {
         return Ok(());
     }
@@ -486,14 +461,38 @@ mod tests {
         ScopedThreads::new(0).run(0, &|_| panic!("no tasks"));
     }
 
+    /// F16 activations through ggml_compat round exactly as IEEE round-to-nearest-even (what
+    /// F16C and `half` do) for every non-NaN float: normals, f16 subnormals, halfway cases,
+    /// overflow. NaN stays NaN with its sign.
     #[test]
-    fn bf16_rounding_matches_ggml() {
-        assert_eq!(fp32_to_bf16(1.0), 0x3f80);
-        // Halfway cases round to even: 0x3f80_8000 -> 0x3f80, 0x3f81_8000 -> 0x3f82.
-        assert_eq!(fp32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
-        assert_eq!(fp32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
-        assert_eq!(fp32_to_bf16(f32::from_bits(0x3f80_8001)), 0x3f81);
-        assert_eq!(fp32_to_bf16(f32::from_bits(0x7f80_0001)), 0x7fc0);
-        assert_eq!(fp32_to_bf16(f32::INFINITY), 0x7f80);
+    fn f16_activations_round_like_f16c() {
+        let mut x = Vec::new();
+        let mut bits = 0u32;
+        for _ in 0..200_000 {
+            bits = bits.wrapping_add(2_654_435_761);
+            x.push(f32::from_bits(bits));
+        }
+        // Halfway between f16 neighbours (normal and subnormal), and the overflow edge.
+        x.extend([
+            f32::from_bits(0x3f80_1000),
+            f32::from_bits(0x3f80_3000),
+            2f32.powi(-25),
+            3.0 * 2f32.powi(-25),
+            65519.0,
+            65520.0,
+            -0.0,
+            f32::NAN,
+            -f32::NAN,
+        ]);
+        let mut out = vec![0u8; 2 * x.len()];
+        quantize_activations(GgmlType::F16, &x, x.len(), &mut out).unwrap();
+        for (v, b) in x.iter().zip(out.chunks_exact(2)) {
+            let got = half::f16::from_le_bytes([b[0], b[1]]);
+            if v.is_nan() {
+                assert!(got.is_nan() && got.is_sign_negative() == v.is_sign_negative());
+            } else {
+                assert_eq!(got.to_bits(), half::f16::from_f32(*v).to_bits(), "{v:e}");
+            }
+        }
     }
 }

@@ -14,8 +14,11 @@
 use super::{TypeKernels, VecDot};
 use bytemuck::Pod;
 use ggml_compat::blocks::*;
+// `h`: ggml's `GGML_CPU_FP16_TO_FP32`, short because it appears in every formula.
+use ggml_compat::quant::float::{bf16_to_fp32, e8m0_to_fp32_half, fp16_to_fp32 as h};
+use ggml_compat::quant::tables::{KVALUES_IQ4NL, KVALUES_MXFP4};
 use ggml_compat::{GgmlType, QK_K};
-use half::{bf16, f16};
+use half::f16;
 
 /// The kernel table: one entry per weight type kiln can multiply with, paired with its
 /// `vec_dot_type` as in ggml's `type_traits_cpu[]` (`ggml-cpu/ggml-cpu.c`).
@@ -59,30 +62,6 @@ pub fn kernels(ty: GgmlType) -> Option<&'static TypeKernels> {
 /// Every weight type that has scalar kernels, in table order.
 pub fn supported_types() -> impl Iterator<Item = GgmlType> {
     TABLE.iter().map(|(t, _)| *t)
-}
-
-/// Non-linear 4-bit levels of IQ4_NL and IQ4_XS (`kvalues_iq4nl` in ggml-common.h).
-const KVALUES_IQ4NL: [i8; 16] = [
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-];
-
-/// E2M1 values, doubled (`kvalues_mxfp4` in ggml-common.h).
-const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
-
-/// ggml's `ggml_e8m0_to_fp32_half`: `2^(e - 128)`, built from bits (subnormal for `e < 2`).
-#[inline]
-fn e8m0_to_f32_half(e: u8) -> f32 {
-    let bits = if e < 2 {
-        0x0020_0000u32 << e
-    } else {
-        (e as u32 - 1) << 23
-    };
-    f32::from_bits(bits)
-}
-
-#[inline]
-fn h(x: f16) -> f32 {
-    x.to_f32()
 }
 
 /// Runs `f` on `bytes` viewed as blocks `B`. Misaligned bytes are copied into an aligned buffer
@@ -132,10 +111,10 @@ pub fn vec_dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 /// BF16 · BF16. Matches `ggml_vec_dot_bf16` (scalar loop): f32 products summed in f64.
 pub fn vec_dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    with_rows(w, a, |x: &[bf16], y: &[bf16]| {
+    with_rows(w, a, |x: &[u16], y: &[u16]| {
         let mut sumf = 0f64;
         for (x, y) in x.iter().zip(y).take(n) {
-            sumf += (x.to_f32() * y.to_f32()) as f64;
+            sumf += (bf16_to_fp32(*x) * bf16_to_fp32(*y)) as f64;
         }
         sumf as f32
     })
@@ -278,7 +257,7 @@ pub fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     with_rows(w, a, |x: &[BlockMXFP4], y: &[BlockQ8_0]| {
         let mut sumf = 0f32;
         for (x, y) in x.iter().zip(y).take(n / QK) {
-            let d = h(y.d) * e8m0_to_f32_half(x.e);
+            let d = h(y.d) * e8m0_to_fp32_half(x.e);
             sumf += d * table_dot(&x.qs, &y.qs, &KVALUES_MXFP4) as f32;
         }
         sumf
@@ -630,17 +609,6 @@ mod tests {
         }
         assert!(kernels(GgmlType::IQ2_XXS).is_none());
         assert!(kernels(GgmlType::Q8_K).is_none());
-    }
-
-    #[test]
-    fn e8m0_half_is_two_to_the_e_minus_128() {
-        for e in 0..=254u8 {
-            assert_eq!(
-                e8m0_to_f32_half(e),
-                2f64.powi(e as i32 - 128) as f32,
-                "e = {e}"
-            );
-        }
     }
 
     /// Deterministic pseudo-random bytes (xorshift), good enough to fill blocks.

@@ -1,4 +1,5 @@
-//! Helpers shared by kiln's integration tests. Include with `mod common;`.
+//! Helpers shared by kiln's integration tests and benches: reference data, real models, and
+//! deterministic test data. Include with `mod common;`.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -79,4 +80,35 @@ pub fn all_model_names() -> Vec<String> {
         .collect();
     assert!(!names.is_empty(), "{} lists no models", path.display());
     names
+}
+
+/// `shared/golden/quant`. A missing folder is a failure, never a skip.
+pub fn golden_root() -> PathBuf {
+    shared_dir().join("golden/quant")
+}
+
+/// The bytes of `path`; panics naming the file.
+pub fn read(path: PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Little-endian f32s.
+pub fn floats(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Deterministic values in [-1, 1) (xorshift64), a different sequence per `seed`.
+pub fn values(len: usize, mut seed: u64) -> Vec<f32> {
+    seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
 }

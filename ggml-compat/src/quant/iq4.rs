@@ -6,16 +6,13 @@
 //! `quantize_iq4_nl` / `quantize_iq4_xs` run this search (`ntry = 7`) with or without an
 //! importance matrix; without one the weights are `x²`.
 
-use super::common::{best_index_int8, fp16_to_fp32, fp32_to_fp16, GROUP_MAX_EPS};
+use super::common::{best_index_int8, imatrix_weights, signed_absmax, sum_sq, GROUP_MAX_EPS};
+use super::float::{fp16_to_fp32, fp32_to_fp16};
+use super::tables::KVALUES_IQ4NL;
 use super::{nearest_int, with_blocks, with_blocks_mut, QuantFns};
 use crate::blocks::{BlockIQ4NL, BlockIQ4XS};
 use crate::types::QK_K;
 use half::f16;
-
-/// ggml's `kvalues_iq4nl`: the 16 levels of IQ4_NL and IQ4_XS, sorted.
-pub const KVALUES_IQ4NL: [i8; 16] = [
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-];
 
 const QK4_NL: usize = 32;
 /// Weights per scale in both formats.
@@ -47,15 +44,7 @@ struct Iq4Out<'a> {
 fn search_block_scale(xb: &[f32], weight: &[f32], l: &mut [u8], ntry: i32) -> f32 {
     let values = &KVALUES_IQ4NL;
     let v0 = values[0] as f32;
-    let mut amax = 0f32;
-    let mut max = 0f32;
-    for &v in xb {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(xb);
     if amax < GROUP_MAX_EPS {
         l.fill(0);
         return 0.0;
@@ -96,11 +85,7 @@ fn search_block_scale(xb: &[f32], weight: &[f32], l: &mut [u8], ntry: i32) -> f3
 fn quantize_iq4_impl(x: &[f32], out: Iq4Out<'_>, quant_weights: Option<&[f32]>, ntry: i32) {
     let super_block_size = x.len();
     let nb = super_block_size / BLOCK;
-    let mut sigma2 = 0f32;
-    for &v in x {
-        sigma2 += v * v;
-    }
-    sigma2 *= 2.0 / super_block_size as f32;
+    let sigma2 = sum_sq(x) * (2.0 / super_block_size as f32);
 
     out.qs.fill(0);
     *out.dh = fp32_to_fp16(0.0);
@@ -113,14 +98,11 @@ fn quantize_iq4_impl(x: &[f32], out: Iq4Out<'_>, quant_weights: Option<&[f32]>, 
         let xb = &x[ib * BLOCK..(ib + 1) * BLOCK];
         match quant_weights {
             Some(qw) => {
-                let qw = &qw[ib * BLOCK..(ib + 1) * BLOCK];
-                for j in 0..BLOCK {
-                    weight[j] = qw[j] * (sigma2 + xb[j] * xb[j]).sqrt();
-                }
+                imatrix_weights(&qw[ib * BLOCK..(ib + 1) * BLOCK], xb, sigma2, &mut weight);
             }
             None => {
-                for j in 0..BLOCK {
-                    weight[j] = xb[j] * xb[j];
+                for (w, &v) in weight.iter_mut().zip(xb) {
+                    *w = v * v;
                 }
             }
         }

@@ -6,9 +6,9 @@
 //! `imatrix[j] * sqrt(sigma2 + x[j]²)` where `sigma2` is the mean square of the whole row.
 //! Q8_0 and Q8_1 ignore an importance matrix, as ggml does.
 
-use super::common::{
-    fp16_to_fp32, fp32_to_fp16, imatrix_weights, make_qkx3_quants, make_qx_quants, mean_square,
-};
+use super::common::{imatrix_weights, signed_absmax, sum_sq};
+use super::float::{fp16_to_fp32, fp32_to_fp16};
+use super::search::{make_qkx3_quants, make_qx_quants, IMATRIX_GRID};
 use super::{with_blocks, with_blocks_mut, QuantFns};
 use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
@@ -45,18 +45,9 @@ pub const Q8_1: QuantFns = QuantFns {
     uses_imatrix: false,
 };
 
-/// The value of largest magnitude in `x`, with its sign (the first one on ties), as ggml's
-/// `if (amax < fabsf(v)) { amax = fabsf(v); max = v; }` loop finds it.
-fn signed_absmax(x: &[f32]) -> f32 {
-    let mut amax = 0f32;
-    let mut max = 0f32;
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
+/// `sum(x²) / n` over a whole row: ggml's `sigma2` in the legacy `quantize_row_*_impl`.
+fn mean_square(x: &[f32]) -> f32 {
+    sum_sq(x) / x.len() as f32
 }
 
 /// Smallest and largest value, starting from `(FLT_MAX, -FLT_MAX)` as ggml does.
@@ -102,7 +93,7 @@ fn pack_qh(l: impl Iterator<Item = u8>) -> [u8; 4] {
 /// ggml's `quantize_row_q4_0_ref`: `d = max / -8`, `q = min(15, trunc(x/d + 8.5))`.
 pub fn quantize_row_q4_0_ref(x: &[f32], y: &mut [BlockQ4_0]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y) {
-        let d = signed_absmax(xb) / -8.0;
+        let d = signed_absmax(xb).0 / -8.0;
         let id = inverse(d);
         yb.d = fp32_to_fp16(d);
         for j in 0..QK / 2 {
@@ -132,7 +123,7 @@ pub fn quantize_row_q4_1_ref(x: &[f32], y: &mut [BlockQ4_1]) {
 /// ggml's `quantize_row_q5_0_ref`: `d = max / -16`, `q = min(31, trunc(x/d + 16.5))`.
 pub fn quantize_row_q5_0_ref(x: &[f32], y: &mut [BlockQ5_0]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y) {
-        let d = signed_absmax(xb) / -16.0;
+        let d = signed_absmax(xb).0 / -16.0;
         let id = inverse(d);
         yb.d = fp32_to_fp16(d);
         let l: [u8; QK] = std::array::from_fn(|j| trunc_i8(xb[j] * id + 16.5).min(31) as u8);
@@ -202,8 +193,8 @@ fn quantize_row_q4_0_impl(x: &[f32], y: &mut [BlockQ4_0], qw: &[f32]) {
     let mut w = [0f32; QK];
     let mut l = [0i8; QK];
     for ((xb, qb), yb) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y) {
-        imatrix_weights(xb, qb, sigma2, &mut w);
-        let d = make_qx_quants(8, xb, &mut l, 1, Some(&w));
+        imatrix_weights(qb, xb, sigma2, &mut w);
+        let d = make_qx_quants(8, xb, &mut l, Some(&w));
         yb.d = fp32_to_fp16(d);
         for j in 0..QK / 2 {
             yb.qs[j] = l[j] as u8 | ((l[j + QK / 2] as u8) << 4);
@@ -217,8 +208,8 @@ fn quantize_row_q5_0_impl(x: &[f32], y: &mut [BlockQ5_0], qw: &[f32]) {
     let mut w = [0f32; QK];
     let mut l = [0i8; QK];
     for ((xb, qb), yb) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y) {
-        imatrix_weights(xb, qb, sigma2, &mut w);
-        let d = make_qx_quants(16, xb, &mut l, 1, Some(&w));
+        imatrix_weights(qb, xb, sigma2, &mut w);
+        let d = make_qx_quants(16, xb, &mut l, Some(&w));
         yb.d = fp32_to_fp16(d);
         pack_q5(&l.map(|q| q as u8), &mut yb.qs, &mut yb.qh);
     }
@@ -229,12 +220,12 @@ fn quantize_row_q5_0_impl(x: &[f32], y: &mut [BlockQ5_0], qw: &[f32]) {
 fn quantize_row_q4_1_impl(x: &[f32], y: &mut [BlockQ4_1], qw: &[f32]) {
     let sigma2 = mean_square(x);
     let mut w = [0f32; QK];
-    let (mut l, mut laux) = ([0u8; QK], [0u8; QK]);
+    let mut l = [0u8; QK];
     for ((xb, qb), yb) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y) {
-        imatrix_weights(xb, qb, sigma2, &mut w);
-        let sm = make_qkx3_quants(15, xb, Some(&w), &mut l, &mut laux, -0.9, 0.05, 36, false);
-        yb.d = fp32_to_fp16(sm.scale);
-        yb.m = fp32_to_fp16(-sm.min);
+        imatrix_weights(qb, xb, sigma2, &mut w);
+        let (scale, the_min) = make_qkx3_quants(15, xb, &w, &mut l, IMATRIX_GRID);
+        yb.d = fp32_to_fp16(scale);
+        yb.m = fp32_to_fp16(-the_min);
         for j in 0..QK / 2 {
             yb.qs[j] = l[j] | (l[j + QK / 2] << 4);
         }
@@ -246,12 +237,12 @@ fn quantize_row_q4_1_impl(x: &[f32], y: &mut [BlockQ4_1], qw: &[f32]) {
 fn quantize_row_q5_1_impl(x: &[f32], y: &mut [BlockQ5_1], qw: &[f32]) {
     let sigma2 = mean_square(x);
     let mut w = [0f32; QK];
-    let (mut l, mut laux) = ([0u8; QK], [0u8; QK]);
+    let mut l = [0u8; QK];
     for ((xb, qb), yb) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y) {
-        imatrix_weights(xb, qb, sigma2, &mut w);
-        let sm = make_qkx3_quants(31, xb, Some(&w), &mut l, &mut laux, -0.9, 0.05, 36, false);
-        yb.d = fp32_to_fp16(sm.scale);
-        yb.m = fp32_to_fp16(-sm.min);
+        imatrix_weights(qb, xb, sigma2, &mut w);
+        let (scale, the_min) = make_qkx3_quants(31, xb, &w, &mut l, IMATRIX_GRID);
+        yb.d = fp32_to_fp16(scale);
+        yb.m = fp32_to_fp16(-the_min);
         pack_q5(&l, &mut yb.qs, &mut yb.qh);
     }
 }

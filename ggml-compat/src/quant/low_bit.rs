@@ -2,7 +2,7 @@
 //! 41 and 42. ggml's `quantize_q1_0` / `quantize_q2_0` accept an importance matrix but ignore
 //! it (both always run the reference quantizer).
 
-use super::common::{fp16_to_fp32, fp32_to_fp16};
+use super::float::{fp16_to_fp32, fp32_to_fp16};
 use super::{with_blocks, with_blocks_mut, QuantFns};
 use crate::blocks::{BlockQ1_0, BlockQ2_0};
 

@@ -5,12 +5,14 @@
 //! Every function here works on whole rows: `src.len()` is a multiple of the type's block size.
 
 mod common;
-mod float;
+pub mod float;
 mod iq4;
 mod k_quants;
 mod legacy;
 mod low_bit;
 mod mxfp4;
+mod search;
+pub mod tables;
 mod ternary;
 
 use crate::types::GgmlType;
@@ -85,7 +87,7 @@ pub fn fns(ty: GgmlType) -> Option<&'static QuantFns> {
 fn checked(ty: GgmlType, n: usize, bytes: usize) -> Result<&'static QuantFns, QuantError> {
     let f = fns(ty).ok_or(QuantError::Unsupported(ty))?;
     let block = ty.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(QuantError::NotWholeBlocks { ty, n, block });
     }
     let want = n / block * ty.type_size();
@@ -162,19 +164,74 @@ pub(crate) fn with_blocks_mut<B: bytemuck::Pod, R>(
     }
 }
 
-/// ggml's `nearest_int`: round half to even, as the FPU does.
+/// ggml's `nearest_int` (`ggml-quants.c`), for every family, including outside the domain its
+/// assert guards.
+///
+/// ggml adds `1.5 * 2^23` in f32 and reads the integer back out of the mantissa:
+/// `val = fval + 12582912.f; memcpy(&i, &val, 4); return (i & 0x007fffff) - 0x00400000;`.
+/// Within `|x| <= 4194303` (the assert, compiled out of release builds) that is round half to
+/// even. Beyond it the trick does not saturate: `±inf` gives `-4194304`, large finite values wrap.
+/// The K-quants do get there: a Q4_K/Q5_K super-block with values near 5e6 overflows `dmin` to
+/// `inf` in f16 and then rounds `(x + inf) / d`. Doing exactly what ggml does keeps those bytes
+/// equal to ggml's.
 #[inline]
-pub(crate) fn nearest_int(x: f32) -> i32 {
-    x.round_ties_even() as i32
+pub(crate) fn nearest_int(fval: f32) -> i32 {
+    let val = fval + 12_582_912.0;
+    (val.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
 }
 
-/// Placeholder for a family not yet ported; replaced by the family's real functions.
-#[allow(dead_code)]
-pub(crate) fn not_ported_to_float(_src: &[u8], _dst: &mut [f32]) {
-    unimplemented!("dequantization not ported yet")
-}
+#[cfg(test)]
+mod tests {
+    use super::nearest_int;
 
-#[allow(dead_code)]
-pub(crate) fn not_ported_quantize(_src: &[f32], _dst: &mut [u8], _w: Option<&[f32]>) {
-    unimplemented!("quantization not ported yet")
+    /// ggml's formula written as the C does it: the f32 sum's bytes reinterpreted as an `int`.
+    fn ggml_formula(fval: f32) -> i32 {
+        let val = fval + 12_582_912.0f32;
+        let i = i32::from_ne_bytes(val.to_ne_bytes());
+        (i & 0x007f_ffff) - 0x0040_0000
+    }
+
+    /// Inside ggml's asserted domain the trick is round half to even.
+    #[test]
+    fn in_domain_rounds_half_to_even() {
+        for x in [
+            0.0f32, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, 3.7, -3.7, 4194303.0,
+            -4194303.0, 4194302.5, -4194302.5, 1e-30,
+        ] {
+            assert_eq!(nearest_int(x), x.round_ties_even() as i32, "x = {x}");
+            assert_eq!(nearest_int(x), ggml_formula(x), "x = {x}");
+        }
+    }
+
+    /// Outside it, the result is ggml's formula, not a saturating or clamped rounding.
+    #[test]
+    fn out_of_domain_is_ggml_formula() {
+        // Values derived by hand from the f32 sum's mantissa:
+        // inf + 1.5*2^23 = inf: mantissa 0, so 0 - 2^22.
+        assert_eq!(nearest_int(f32::INFINITY), -4_194_304);
+        assert_eq!(nearest_int(f32::NEG_INFINITY), -4_194_304);
+        // 5e6 + 12582912 = 17582912 (exponent 24): mantissa (17582912 - 2^24) / 2 = 402848.
+        assert_eq!(nearest_int(5e6), 402_848 - 4_194_304);
+        // -5e6 + 12582912 = 7582912 (exponent 22): mantissa (7582912 - 2^22) * 2 = 6777216.
+        assert_eq!(nearest_int(-5e6), 6_777_216 - 4_194_304);
+        // 4194304 + 12582912 = 2^24: mantissa 0, so the first value past the domain wraps.
+        assert_eq!(nearest_int(4_194_304.0), -4_194_304);
+        // A quiet NaN keeps only the quiet bit: 2^22 - 2^22.
+        assert_eq!(nearest_int(f32::NAN), 0);
+        assert_ne!(nearest_int(5e6), 5e6f32.round_ties_even() as i32);
+
+        // A sweep over every exponent past the domain, both signs, and the non-finite values.
+        let mut bits = 0x4a80_0000u32; // 4194304.0
+        let mut seen = 0;
+        while bits < 0x7fff_ffff {
+            for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
+                if x.abs() > 4_194_303.0 || x.is_nan() {
+                    assert_eq!(nearest_int(x), ggml_formula(x), "x = {x:e} ({bits:#010x})");
+                    seen += 1;
+                }
+            }
+            bits = bits.wrapping_add(40_503);
+        }
+        assert!(seen > 40_000, "swept {seen} values");
+    }
 }

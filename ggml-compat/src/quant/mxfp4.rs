@@ -4,11 +4,10 @@
 //! values doubled so they are integers, and `x = kvalues_mxfp4[q] * 2^(e - 128)` (the halving
 //! undoes the doubling). ggml's `quantize_mxfp4` ignores an importance matrix.
 
+use super::float::e8m0_to_fp32_half;
+use super::tables::KVALUES_MXFP4;
 use super::{with_blocks, with_blocks_mut, QuantFns};
 use crate::blocks::BlockMXFP4;
-
-/// ggml's `kvalues_mxfp4`: E2M1 values times two; index bit 3 is the sign.
-pub const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
 const QK_MXFP4: usize = 32;
 
@@ -17,16 +16,6 @@ pub const MXFP4: QuantFns = QuantFns {
     quantize: quantize_mxfp4,
     uses_imatrix: false,
 };
-
-/// ggml's `ggml_e8m0_to_fp32_half`: `2^(x - 128)`, as a subnormal for `x < 2`.
-pub fn e8m0_to_fp32_half(x: u8) -> f32 {
-    let bits = if x < 2 {
-        0x0020_0000u32 << x
-    } else {
-        ((x - 1) as u32) << 23
-    };
-    f32::from_bits(bits)
-}
 
 /// ggml's `best_index_mxfp4`: the first index with the smallest `|kvalues[i] * e - x|`.
 fn best_index_mxfp4(x: f32, e: f32) -> u8 {

@@ -6,7 +6,7 @@
 //! bytes cover 160 weights, five strided rows of 32; the next 16 cover 80), and `qh` holds the
 //! last 16 weights four to a byte.
 
-use super::common::{fp16_to_fp32, fp32_to_fp16};
+use super::float::{fp16_to_fp32, fp32_to_fp16};
 use super::{with_blocks, with_blocks_mut, QuantFns};
 use crate::blocks::{BlockTQ1_0, BlockTQ2_0};
 use crate::types::QK_K;

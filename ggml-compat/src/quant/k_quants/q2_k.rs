@@ -1,23 +1,23 @@
 //! Q2_K: 16 sub-blocks of 16 with a 4-bit scale and 4-bit min each, `x = d*sc*q - dmin*m`,
 //! 2-bit `q`. ggml's `quantize_row_q2_K_ref`, `quantize_row_q2_K_impl`, `dequantize_row_q2_K`.
 
-use super::nearest_int;
-use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, Grid};
-use super::{f16, imatrix_weights, pack_2bit, requantize_asym, sum_sq, super_blocks};
+use super::{pack_2bit, quantize_super_blocks, requantize_asym};
 use crate::blocks::BlockQ2K;
-use crate::quant::{with_blocks, with_blocks_mut};
+use crate::quant::common::{imatrix_weights, sum_sq};
+use crate::quant::float::fp32_to_fp16 as f16;
+use crate::quant::nearest_int;
+use crate::quant::search::{
+    make_qkx2_quants, make_qkx3_quants, make_qp_quants, Grid, IMATRIX_GRID,
+};
+use crate::quant::with_blocks;
 use crate::types::QK_K;
 
 /// Quantizes a row as ggml's `quantize_q2_K` does: the reference quantizer without an imatrix,
 /// the importance-weighted one with.
 pub(super) fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    with_blocks_mut::<BlockQ2K, _>(dst, |blocks| {
-        for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
-            match imatrix {
-                None => quantize_block_ref(x, y),
-                Some(qw) => quantize_block_impl(x, y, &qw[i * QK_K..(i + 1) * QK_K]),
-            }
-        }
+    quantize_super_blocks(src, dst, imatrix, |x, y: &mut BlockQ2K, qw| match qw {
+        None => quantize_block_ref(x, y),
+        Some(qw) => quantize_block_impl(x, y, qw),
     });
 }
 
@@ -76,12 +76,6 @@ fn quantize_block_ref(x: &[f32; QK_K], y: &mut BlockQ2K) {
 
 /// One super-block of ggml's `quantize_row_q2_K_impl`; `qw` is the imatrix slice for it.
 fn quantize_block_impl(x: &[f32; QK_K], y: &mut BlockQ2K, qw: &[f32]) {
-    let grid = Grid {
-        rmin: -0.9,
-        rdelta: 0.05,
-        nstep: 36,
-        use_mad: false,
-    };
     let mut levels = [0u8; QK_K];
     let mut scales = [0f32; QK_K / 16];
     let mut mins = [0f32; QK_K / 16];
@@ -93,11 +87,8 @@ fn quantize_block_impl(x: &[f32; QK_K], y: &mut BlockQ2K, qw: &[f32]) {
         .enumerate()
     {
         let mut weights = [0f32; 16];
-        imatrix_weights(&qw[16 * j..16 * (j + 1)], xs, sigma2, &mut weights);
-        for &w in &weights {
-            sw[j] += w;
-        }
-        (scales[j], mins[j]) = make_qkx3_quants(3, xs, &weights, ls, grid);
+        sw[j] = imatrix_weights(&qw[16 * j..16 * (j + 1)], xs, sigma2, &mut weights);
+        (scales[j], mins[j]) = make_qkx3_quants(3, xs, &weights, ls, IMATRIX_GRID);
     }
 
     let mut ls = [0u8; QK_K / 16];

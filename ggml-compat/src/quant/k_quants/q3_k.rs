@@ -2,23 +2,21 @@
 //! (low 2 bits in `qs`, high bit in `hmask`). ggml's `quantize_row_q3_K_ref`,
 //! `quantize_row_q3_K_impl`, `dequantize_row_q3_K`.
 
-use super::nearest_int;
-use super::search::{make_q3_quants, make_qx_quants};
-use super::{f16, imatrix_weights, pack_2bit, sum_sq, super_blocks};
+use super::{pack_2bit, quantize_super_blocks};
 use crate::blocks::BlockQ3K;
-use crate::quant::{with_blocks, with_blocks_mut};
+use crate::quant::common::{imatrix_weights, sum_sq};
+use crate::quant::float::fp32_to_fp16 as f16;
+use crate::quant::nearest_int;
+use crate::quant::search::{make_q3_quants, make_qx_quants};
+use crate::quant::with_blocks;
 use crate::types::QK_K;
 
 /// Quantizes a row as ggml's `quantize_q3_K` does: the reference quantizer without an imatrix,
 /// the importance-weighted one with.
 pub(super) fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    with_blocks_mut::<BlockQ3K, _>(dst, |blocks| {
-        for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
-            match imatrix {
-                None => quantize_block_ref(x, y),
-                Some(qw) => quantize_block_impl(x, y, &qw[i * QK_K..(i + 1) * QK_K]),
-            }
-        }
+    quantize_super_blocks(src, dst, imatrix, |x, y: &mut BlockQ3K, qw| match qw {
+        None => quantize_block_ref(x, y),
+        Some(qw) => quantize_block_impl(x, y, qw),
     });
 }
 
@@ -68,12 +66,7 @@ fn quantize_block_impl(x: &[f32; QK_K], y: &mut BlockQ3K, qw: &[f32]) {
         .enumerate()
     {
         let mut weights = [0f32; 16];
-        imatrix_weights(&qw[16 * j..16 * (j + 1)], xs, sigma2, &mut weights);
-        let mut sumw = 0f32;
-        for &w in &weights {
-            sumw += w;
-        }
-        sw[j] = sumw;
+        sw[j] = imatrix_weights(&qw[16 * j..16 * (j + 1)], xs, sigma2, &mut weights);
         scales[j] = make_qx_quants(4, xs, ls, Some(&weights));
     }
 

@@ -1,11 +1,11 @@
 //! Q4_K: 8 sub-blocks of 32 with 6-bit scale and min, `x = d*sc*q - dmin*m`, 4-bit `q`.
 //! ggml's `quantize_row_q4_K_ref`, `quantize_row_q4_K_impl`, `dequantize_row_q4_K`.
 
+use super::quantize_super_blocks;
 use super::scale_min::{self, chunk_scales, ScaleMin};
-use super::search::Grid;
-use super::super_blocks;
 use crate::blocks::BlockQ4K;
-use crate::quant::{with_blocks, with_blocks_mut};
+use crate::quant::search::Grid;
+use crate::quant::with_blocks;
 use crate::types::QK_K;
 
 /// The reference search grid: `make_qkx2_quants(32, 15, .., -1.f, 0.1f, 20, false)`.
@@ -19,14 +19,12 @@ const GRID: Grid = Grid {
 /// Quantizes a row as ggml's `quantize_q4_K` does: the reference quantizer without an imatrix,
 /// the importance-weighted one with.
 pub(super) fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    with_blocks_mut::<BlockQ4K, _>(dst, |blocks| {
-        for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
-            let s = match imatrix {
-                None => scale_min::quantize_ref(x, 15, GRID),
-                Some(qw) => scale_min::quantize_impl(x, &qw[i * QK_K..(i + 1) * QK_K], 15, false),
-            };
-            store(&s, y);
-        }
+    quantize_super_blocks(src, dst, imatrix, |x, y: &mut BlockQ4K, qw| {
+        let s = match qw {
+            None => scale_min::quantize_ref(x, 15, GRID),
+            Some(qw) => scale_min::quantize_impl(x, qw, 15, false),
+        };
+        store(&s, y);
     });
 }
 

@@ -2,11 +2,11 @@
 //! nibbles in `qs`, fifth bits in `qh`). ggml's `quantize_row_q5_K_ref`,
 //! `quantize_row_q5_K_impl`, `dequantize_row_q5_K`.
 
+use super::quantize_super_blocks;
 use super::scale_min::{self, chunk_scales, ScaleMin};
-use super::search::Grid;
-use super::super_blocks;
 use crate::blocks::BlockQ5K;
-use crate::quant::{with_blocks, with_blocks_mut};
+use crate::quant::search::Grid;
+use crate::quant::with_blocks;
 use crate::types::QK_K;
 
 /// The reference search grid: `make_qkx2_quants(32, 31, .., -0.5f, 0.1f, 15, false)`.
@@ -20,14 +20,12 @@ const GRID: Grid = Grid {
 /// Quantizes a row as ggml's `quantize_q5_K` does: the reference quantizer without an imatrix,
 /// the importance-weighted one with.
 pub(super) fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    with_blocks_mut::<BlockQ5K, _>(dst, |blocks| {
-        for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
-            let s = match imatrix {
-                None => scale_min::quantize_ref(x, 31, GRID),
-                Some(qw) => scale_min::quantize_impl(x, &qw[i * QK_K..(i + 1) * QK_K], 31, true),
-            };
-            store(&s, y);
-        }
+    quantize_super_blocks(src, dst, imatrix, |x, y: &mut BlockQ5K, qw| {
+        let s = match qw {
+            None => scale_min::quantize_ref(x, 31, GRID),
+            Some(qw) => scale_min::quantize_impl(x, qw, 31, true),
+        };
+        store(&s, y);
     });
 }
 

@@ -2,22 +2,20 @@
 //! nibbles in `ql`, high 2 bits in `qh`). ggml's `quantize_row_q6_K_ref`,
 //! `quantize_row_q6_K_impl`, `dequantize_row_q6_K`.
 
-use super::nearest_int;
-use super::search::{make_qx_quants, GROUP_MAX_EPS};
-use super::{f16, super_blocks};
+use super::quantize_super_blocks;
 use crate::blocks::BlockQ6K;
-use crate::quant::{with_blocks, with_blocks_mut};
+use crate::quant::common::GROUP_MAX_EPS;
+use crate::quant::float::fp32_to_fp16 as f16;
+use crate::quant::nearest_int;
+use crate::quant::search::make_qx_quants;
+use crate::quant::with_blocks;
 use crate::types::QK_K;
 use bytemuck::Zeroable;
 
 /// Quantizes a row as ggml's `quantize_q6_K` does: `quantize_row_q6_K_ref` without an imatrix,
 /// `quantize_row_q6_K_impl` with (which weights each group's search by the imatrix alone).
 pub(super) fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    with_blocks_mut::<BlockQ6K, _>(dst, |blocks| {
-        for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
-            quantize_block(x, y, imatrix.map(|qw| &qw[i * QK_K..(i + 1) * QK_K]));
-        }
-    });
+    quantize_super_blocks(src, dst, imatrix, quantize_block);
 }
 
 /// One super-block; the reference and importance-weighted paths differ only in the weights

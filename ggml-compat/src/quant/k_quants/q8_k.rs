@@ -2,32 +2,22 @@
 //! `d`, 8-bit `q`, and the sum of each group of 16 `q` in `bsums`. ggml's
 //! `quantize_row_q8_K_ref` and `dequantize_row_q8_K`.
 
-use super::nearest_int;
-use super::super_blocks;
+use super::quantize_super_blocks;
 use crate::blocks::BlockQ8K;
-use crate::quant::{with_blocks, with_blocks_mut};
+use crate::quant::common::signed_absmax;
+use crate::quant::nearest_int;
+use crate::quant::with_blocks;
 use crate::types::QK_K;
 
 /// ggml's `quantize_row_q8_K_ref` (also what the CPU backend's `quantize_row_q8_K` runs on x86).
 /// Q8_K takes no importance matrix. For an all-zero block ggml clears `d` and `qs` but leaves
 /// `bsums` untouched; this writes zeros there, the sums of the zero quants.
 pub(super) fn quantize(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
-    with_blocks_mut::<BlockQ8K, _>(dst, |blocks| {
-        for (x, y) in super_blocks(src).zip(blocks) {
-            quantize_block(x, y);
-        }
-    });
+    quantize_super_blocks(src, dst, None, |x, y, _| quantize_block(x, y));
 }
 
 fn quantize_block(x: &[f32; QK_K], y: &mut BlockQ8K) {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(x);
     if amax == 0.0 {
         y.d = 0.0;
         y.qs = [0; QK_K];

@@ -3,9 +3,13 @@
 //! ggml's `quantize_row_q{4,5}_K_ref` and `quantize_row_q{4,5}_K_impl`; the types differ only in
 //! `nmax`, the reference search grid and how the levels are packed.
 
-use super::nearest_int;
-use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, Grid};
-use super::{f16, get_scale_min_k4, imatrix_weights, pack_scale_min_k4, requantize_asym, sum_sq};
+use super::{get_scale_min_k4, pack_scale_min_k4, requantize_asym};
+use crate::quant::common::{imatrix_weights, sum_sq};
+use crate::quant::float::fp32_to_fp16 as f16;
+use crate::quant::nearest_int;
+use crate::quant::search::{
+    make_qkx2_quants, make_qkx3_quants, make_qp_quants, Grid, IMATRIX_GRID,
+};
 use crate::types::QK_K;
 use half::f16 as F16;
 
@@ -75,12 +79,6 @@ pub(super) fn quantize_impl(
     nmax: i32,
     clamp_levels: bool,
 ) -> ScaleMin {
-    let grid = Grid {
-        rmin: -0.9,
-        rdelta: 0.05,
-        nstep: 36,
-        use_mad: false,
-    };
     let mut levels = [0u8; QK_K];
     let mut scales = [0f32; QK_K / 32];
     let mut mins = [0f32; QK_K / 32];
@@ -92,13 +90,8 @@ pub(super) fn quantize_impl(
         .enumerate()
     {
         let mut weights = [0f32; 32];
-        imatrix_weights(&qw[32 * j..32 * (j + 1)], xs, sigma2, &mut weights);
-        let mut sumw = 0f32;
-        for &w in &weights {
-            sumw += w;
-        }
-        sw[j] = sumw;
-        (scales[j], mins[j]) = make_qkx3_quants(nmax, xs, &weights, ls, grid);
+        sw[j] = imatrix_weights(&qw[32 * j..32 * (j + 1)], xs, sigma2, &mut weights);
+        (scales[j], mins[j]) = make_qkx3_quants(nmax, xs, &weights, ls, IMATRIX_GRID);
     }
 
     let mut ls = [0u8; QK_K / 32];

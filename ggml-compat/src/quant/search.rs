@@ -1,16 +1,15 @@
 //! ggml's scale searches (`make_qx_quants`, `make_q3_quants`, `make_qkx2_quants`,
 //! `make_qkx3_quants`, `make_qp_quants` in `ggml-quants.c`): given a group of values, pick a scale
-//! (and for the asymmetric types a min) and the integer levels that go with it.
+//! (and for the asymmetric types a min) and the integer levels that go with it. The legacy types'
+//! importance-weighted quantizers (Q4_0..Q5_1) and the K-quants share them.
 //!
-//! These decide every byte the K-quants write, so each one keeps ggml's order of operations in
+//! These decide every byte those types write, so each one keeps ggml's order of operations in
 //! `f32`: `w * x * l` is `(w * x) * l`, integers become floats where ggml's C converts them, and
-//! rounding is ggml's [`nearest_int`] (ties to even). Only the modes the K-quants call are ported; each
+//! rounding is ggml's [`nearest_int`]. Only the modes ggml's callers use are ported; each
 //! function says which.
 
+use super::common::{signed_absmax, GROUP_MAX_EPS};
 use super::nearest_int;
-
-/// ggml's `GROUP_MAX_EPS`: a group whose largest magnitude is below this is all zero.
-pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// The grid `make_qkx2_quants` / `make_qkx3_quants` search over: `nstep + 1` candidate inverse
 /// scales `(rmin + rdelta * is + nmax) / (max - min)`, scored by weighted absolute (`use_mad`) or
@@ -23,18 +22,21 @@ pub(crate) struct Grid {
     pub use_mad: bool,
 }
 
+/// The grid every importance-weighted caller of `make_qkx3_quants` passes (Q4_1, Q5_1, Q2_K,
+/// Q4_K, Q5_K): `-0.9f, 0.05f, 36, false`.
+pub(crate) const IMATRIX_GRID: Grid = Grid {
+    rmin: -0.9,
+    rdelta: 0.05,
+    nstep: 36,
+    use_mad: false,
+};
+
 /// Symmetric levels `0..2*nmax` (value `l - nmax`) for `x`, least-squares scale weighted by `qw`
 /// (or by `x²` without one). Matches ggml's `make_qx_quants` with `rmse_type == 1`, the only mode
-/// the K-quants use. Returns the scale; `levels[i]` is written for every `i`.
+/// any ggml caller uses (Q4_0 / Q5_0 `_impl`, Q3_K `_impl`, Q6_K `_ref` and `_impl`). Returns the
+/// scale; `levels[i]` is written for every `i`.
 pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [i8], qw: Option<&[f32]>) -> f32 {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(x);
     if amax < GROUP_MAX_EPS {
         levels.fill(0);
         return 0.0;
@@ -78,14 +80,7 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [i8], qw: Option
 /// Symmetric levels `0..2*nmax` for `x` with `x²` weights, refined coordinate by coordinate.
 /// Matches ggml's `make_q3_quants` with `do_rmse == true` (the mode Q3_K uses). Returns the scale.
 pub(crate) fn make_q3_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(x);
     if amax < GROUP_MAX_EPS {
         levels.fill(0);
         return 0.0;
@@ -159,8 +154,8 @@ pub(crate) fn make_qkx2_quants(
     make_asym(nmax, x, weights, levels, grid, Asym::Qkx2)
 }
 
-/// The importance-weighted twin of [`make_qkx2_quants`]: ggml's `make_qkx3_quants` (always called
-/// with weights by the K-quants). Returns `(scale, the_min)`.
+/// The importance-weighted twin of [`make_qkx2_quants`]: ggml's `make_qkx3_quants`. Every ggml
+/// caller passes weights, so they are not optional here. Returns `(scale, the_min)`.
 pub(crate) fn make_qkx3_quants(
     nmax: i32,
     x: &[f32],
@@ -171,6 +166,7 @@ pub(crate) fn make_qkx3_quants(
     make_asym(nmax, x, weights, levels, grid, Asym::Qkx3)
 }
 
+/// The body of both asymmetric searches; groups of at most 32 values (every caller's size).
 fn make_asym(
     nmax: i32,
     x: &[f32],
