@@ -23,7 +23,7 @@ fn own_types(isa: Isa) -> &'static [GgmlType] {
     match isa {
         Isa::Scalar => &[],
         Isa::Avx2 => &[Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K],
-        Isa::Avx512 => &[],
+        Isa::Avx512 => &[Q4_1, Q5_0, Q8_0, Q4_K, Q6_K],
     }
 }
 
@@ -359,30 +359,29 @@ fn time_per_row() {
         .into_iter()
         .filter_map(|isa| kernels::table(isa).ok())
         .collect();
-    println!("ns per {N}-element row, single thread");
+    println!("ns per {N}-element row, single thread (best of 30 interleaved trials)");
     for ty in types {
         let vdt = scalar_table().get(ty).unwrap().vec_dot_type;
         let block = ty.block_size();
         let (w, _) = quantize(ty, &row(&mut rng, N, block, &[0]));
         let (a, _) = quantize(vdt, &row(&mut rng, N, block, &[0]));
-        let mut line = format!("{:>6}", ty.name());
-        for t in &tables {
-            let k = t.get(ty).unwrap();
-            let reps = if t.isa() == Isa::Scalar {
-                2_000
-            } else {
-                50_000
-            };
-            let mut best = f64::MAX;
-            for _ in 0..5 {
+        let mut best = vec![f64::MAX; tables.len()];
+        // Interleave the tables so that load from other processes hits them alike.
+        for _ in 0..30 {
+            for (t, best) in tables.iter().zip(&mut best) {
+                let k = t.get(ty).unwrap();
+                let reps = if t.isa() == Isa::Scalar { 200 } else { 5_000 };
                 let start = Instant::now();
                 let mut sink = 0f32;
                 for _ in 0..reps {
                     sink += (k.vec_dot)(N, std::hint::black_box(&w), std::hint::black_box(&a));
                 }
                 std::hint::black_box(sink);
-                best = best.min(start.elapsed().as_nanos() as f64 / reps as f64);
+                *best = best.min(start.elapsed().as_nanos() as f64 / reps as f64);
             }
+        }
+        let mut line = format!("{:>6}", ty.name());
+        for (t, best) in tables.iter().zip(&best) {
             line += &format!("  {}({}) {best:8.1}", t.isa(), t.kernel_isa(ty).unwrap());
         }
         println!("{line}");

@@ -12,21 +12,21 @@ use super::VecDot;
 use core::arch::x86_64::*;
 use ggml_compat::{GgmlType, QK_K};
 
-const QK: usize = 32;
+pub(super) const QK: usize = 32;
 /// Byte sizes of the blocks read here (asserted against ggml-compat in the tests of `mod.rs`'s
 /// callers through the golden data; the layouts are those of `ggml_compat::blocks`).
-const Q4_0: usize = 18;
-const Q4_1: usize = 20;
-const Q5_0: usize = 22;
-const Q5_1: usize = 24;
-const Q8_0: usize = 34;
-const Q8_1: usize = 36;
-const Q4K: usize = 144;
-const Q6K: usize = 210;
-const Q8K: usize = 292;
+pub(super) const Q4_0: usize = 18;
+pub(super) const Q4_1: usize = 20;
+pub(super) const Q5_0: usize = 22;
+pub(super) const Q5_1: usize = 24;
+pub(super) const Q8_0: usize = 34;
+pub(super) const Q8_1: usize = 36;
+pub(super) const Q4K: usize = 144;
+pub(super) const Q6K: usize = 210;
+pub(super) const Q8K: usize = 292;
 /// Offsets inside a Q8_K block: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`.
-const Q8K_QS: usize = 4;
-const Q8K_BSUMS: usize = 260;
+pub(super) const Q8K_QS: usize = 4;
+pub(super) const Q8K_BSUMS: usize = 260;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers (ggml's names).
@@ -35,7 +35,7 @@ const Q8K_BSUMS: usize = 260;
 /// fixed-size blocks, so the check folds away).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load256(b: &[u8]) -> __m256i {
+pub(super) fn load256(b: &[u8]) -> __m256i {
     let b: &[u8; 32] = b[..32].try_into().unwrap();
     // SAFETY: `b` is 32 readable bytes; the load is unaligned.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
@@ -44,7 +44,7 @@ fn load256(b: &[u8]) -> __m256i {
 /// 16 bytes starting at `b[0]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load128(b: &[u8]) -> __m128i {
+pub(super) fn load128(b: &[u8]) -> __m128i {
     let b: &[u8; 16] = b[..16].try_into().unwrap();
     // SAFETY: `b` is 16 readable bytes; the load is unaligned.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
@@ -58,7 +58,7 @@ fn load128(b: &[u8]) -> __m128i {
 /// block's scale onto the previous block's sum (measured: 4x slower Q8_0).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn fp16_mul(b: &[u8], c: &[u8]) -> f32 {
+pub(super) fn fp16_mul(b: &[u8], c: &[u8]) -> f32 {
     let bits = u32::from_le_bytes([b[0], b[1], c[0], c[1]]);
     let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
     _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
@@ -68,7 +68,7 @@ fn fp16_mul(b: &[u8], c: &[u8]) -> f32 {
 /// lane 0 is `b * c` and lane 2 is `e * f` (see [`fp16_mul`] on why one move).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn fp16_mul2(b: &[u8], c: &[u8], e: &[u8], f: &[u8]) -> __m128 {
+pub(super) fn fp16_mul2(b: &[u8], c: &[u8], e: &[u8], f: &[u8]) -> __m128 {
     let bits = u64::from_le_bytes([b[0], b[1], c[0], c[1], e[0], e[1], f[0], f[1]]);
     let v = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64));
     _mm_mul_ps(v, _mm_movehdup_ps(v))
@@ -78,7 +78,7 @@ fn fp16_mul2(b: &[u8], c: &[u8], e: &[u8], f: &[u8]) -> __m128 {
 /// see [`fp16_mul`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn fp16(b: &[u8]) -> f32 {
+pub(super) fn fp16(b: &[u8]) -> f32 {
     let v = _mm_set1_epi16(i16::from_le_bytes([b[0], b[1]]));
     _mm_cvtss_f32(_mm_cvtph_ps(v))
 }
@@ -86,7 +86,7 @@ fn fp16(b: &[u8]) -> f32 {
 /// The two little-endian f16s at `b[0..4]` as f32s (one `vmovd`, see [`fp16_mul`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn fp16x2(b: &[u8]) -> (f32, f32) {
+pub(super) fn fp16x2(b: &[u8]) -> (f32, f32) {
     let v = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
         b[0], b[1], b[2], b[3],
     ])));
@@ -95,7 +95,7 @@ fn fp16x2(b: &[u8]) -> (f32, f32) {
 
 /// The little-endian f32 at `b[0..4]`.
 #[inline]
-fn f32_at(b: &[u8]) -> f32 {
+pub(super) fn f32_at(b: &[u8]) -> f32 {
     f32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
@@ -157,7 +157,7 @@ pub(super) fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
 
 /// Whole blocks of both rows, at most `n / block_len` of them.
 #[inline]
-fn blocks<'a, const W: usize, const A: usize>(
+pub(super) fn blocks<'a, const W: usize, const A: usize>(
     n: usize,
     block_len: usize,
     w: &'a [u8],

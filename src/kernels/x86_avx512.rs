@@ -1,13 +1,345 @@
-//! AVX-512 kernels (placeholder until measured).
+//! AVX-512 (F/BW/VL) + VNNI kernels for the types real models use. ggml has no AVX-512 kernels
+//! of its own for most of these (its AVX2 code only swaps in `vpdpbusd` when built with
+//! `__AVX512VNNI__`), so these are kiln's: the same integer sums per block as the scalar twins,
+//! computed 64 bytes at a time with `_mm512_dpbusd_epi32`, and the float sums in yet another
+//! order — which the tests bound like ggml's.
+//!
+//! Legacy 32-element blocks go two per iteration (an odd last block takes the 256-bit VNNI
+//! path); K-quant super-blocks 64 elements per `vpdpbusd`, the per-group scales applied with an
+//! integer multiply. Every kernel kept here beat its AVX2 twin in `time_per_row`
+//! (tests/kernels_simd.rs); see the numbers in the commit that added it.
 
+use super::x86_avx2::{
+    blocks, f32_at, fp16_mul, fp16x2, k4_utmp, load128, load256, Q4K, Q4_1, Q5_0, Q6K, Q8K,
+    Q8K_BSUMS, Q8K_QS, Q8_0, Q8_1, QK,
+};
 use super::VecDot;
-use ggml_compat::GgmlType;
+use core::arch::x86_64::*;
+use ggml_compat::{GgmlType, QK_K};
 
-/// The AVX-512 kernels, by weight type.
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// 64 bytes starting at `b[0]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load512(b: &[u8]) -> __m512i {
+    let b: &[u8; 64] = b[..64].try_into().unwrap();
+    // SAFETY: `b` is 64 readable bytes; the load is unaligned.
+    unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
+}
+
+/// Two 32-byte halves into one register, `lo` in the low half.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn join256(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// The 16-byte nibble arrays at `q0[0..16]` and `q1[0..16]` → 64 values in 0..16: block 0's low
+/// nibbles, its high nibbles, then block 1's (the order of two consecutive Q8 blocks).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn nibbles_2x32(q0: &[u8], q1: &[u8]) -> __m512i {
+    let t = _mm256_set_m128i(load128(q1), load128(q0));
+    // [q0, q1, q0 >> 4, q1 >> 4] → [q0, q0 >> 4, q1, q1 >> 4]
+    let z = join256(t, _mm256_srli_epi16::<4>(t));
+    let z = _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z);
+    _mm512_and_si512(z, _mm512_set1_epi8(0xF))
+}
+
+/// Signed `x` times signed `y`, each group of four products summed into an i32 lane:
+/// `|x| * (y * sign x)` as `vpdpbusd` needs an unsigned operand (exact for quants in
+/// -127..=127, as [`super::x86_avx2::mul_sum_i8_pairs_float`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn dot_i8_512(x: __m512i, y: __m512i) -> __m512i {
+    let ax = _mm512_abs_epi8(x);
+    let sy = _mm512_mask_sub_epi8(y, _mm512_movepi8_mask(x), _mm512_setzero_si512(), y);
+    _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy)
+}
+
+/// The 256-bit [`dot_i8_512`], as floats.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn dot_i8_256(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy))
+}
+
+/// Lanes 0..8 = `v[0]`, lanes 8..16 = `v[i1]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn spread_2(v: __m128, i1: i32) -> __m512 {
+    let idx = _mm512_set_epi32(i1, i1, i1, i1, i1, i1, i1, i1, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v))
+}
+
+/// Both rows cut to whole blocks, the same number of each, at most `n / block_len`.
+#[inline]
+fn rows<'a, const W: usize, const A: usize>(
+    n: usize,
+    block_len: usize,
+    w: &'a [u8],
+    a: &'a [u8],
+) -> (&'a [[u8; W]], &'a [[u8; A]]) {
+    let (x, _) = w.as_chunks::<W>();
+    let (y, _) = a.as_chunks::<A>();
+    let nb = (n / block_len).min(x.len()).min(y.len());
+    (&x[..nb], &y[..nb])
+}
+
+// ---------------------------------------------------------------------------------------------
+// 32-element blocks, two per iteration.
+
+/// Q8_0 · Q8_0, the integer sums of `ggml_vec_dot_q8_0_q8_0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = rows::<Q8_0, Q8_0>(n, QK, w, a);
+    let mut acc = _mm512_setzero_ps();
+    for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+        let qx = join256(load256(&x[0][2..]), load256(&x[1][2..]));
+        let qy = join256(load256(&y[0][2..]), load256(&y[1][2..]));
+        let d = _mm_setr_ps(fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]), 0.0, 0.0);
+        let dot = _mm512_cvtepi32_ps(dot_i8_512(qx, qy));
+        acc = _mm512_fmadd_ps(spread_2(d, 1), dot, acc);
+    }
+    let mut sum = _mm512_reduce_add_ps(acc);
+    if x.len() % 2 == 1 {
+        let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
+        let dot = dot_i8_256(load256(&x[2..]), load256(&y[2..]));
+        sum += fp16_mul(x, y) * hsum8(dot);
+    }
+    sum
+}
+
+/// Horizontal sum of 8 floats.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn hsum8(v: __m256) -> f32 {
+    super::x86_avx2::hsum_float_8(v)
+}
+
+/// The f16 pairs `(d, m)` of two Q4_1 blocks and `(d, s)` of their Q8_1 partners, converted
+/// and multiplied: lanes 0 and 1 are `d·d` and `m·s` of the first pair, lanes 4 and 5 of the
+/// second.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn dm_products(x0: &[u8], y0: &[u8], x1: &[u8], y1: &[u8]) -> __m256 {
+    let word = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let v = _mm256_cvtph_ps(_mm_setr_epi32(word(x0), word(y0), word(x1), word(y1)));
+    _mm256_mul_ps(v, _mm256_permute_ps::<0b01_00_11_10>(v))
+}
+
+/// Q4_1 · Q8_1, the integer sums of `ggml_vec_dot_q4_1_q8_1`; `m·s` summed separately.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = rows::<Q4_1, Q8_1>(n, QK, w, a);
+    let mut acc = _mm512_setzero_ps();
+    let mut summs = _mm256_setzero_ps();
+    for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+        let qx = nibbles_2x32(&x[0][4..], &x[1][4..]);
+        let qy = join256(load256(&y[0][4..]), load256(&y[1][4..]));
+        let p = dm_products(&x[0], &y[0], &x[1], &y[1]);
+        summs = _mm256_add_ps(summs, p);
+        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qx, qy);
+        let d = _mm512_permutexvar_ps(
+            _mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0),
+            _mm512_castps256_ps512(p),
+        );
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc);
+    }
+    // Lanes 1 and 5 hold the m·s terms.
+    let ms = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
+        summs,
+        _mm256_setr_epi32(1, 5, 0, 0, 0, 0, 0, 0),
+    ));
+    let mut sum =
+        _mm512_reduce_add_ps(acc) + (_mm_cvtss_f32(ms) + _mm_cvtss_f32(_mm_movehdup_ps(ms)));
+    if x.len() % 2 == 1 {
+        let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
+        let qx = super::x86_avx2::bytes_from_nibbles_32(&x[4..]);
+        let dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, load256(&y[4..]));
+        sum += fp16_mul(x, y) * hsum8(_mm256_cvtepi32_ps(dot)) + fp16_mul(&x[2..], &y[2..]);
+    }
+    sum
+}
+
+/// Q5_0 · Q8_0, the integer sums of `ggml_vec_dot_q5_0_q8_0`: a clear fifth bit makes the
+/// byte `nibble - 16` (OR 0xF0), selected by the 64-bit mask of both blocks' `qh`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = rows::<Q5_0, Q8_0>(n, QK, w, a);
+    let mut acc = _mm512_setzero_ps();
+    let high = _mm512_set1_epi8(0xF0u8 as i8);
+    for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+        let nib = nibbles_2x32(&x[0][6..], &x[1][6..]);
+        let qh = u64::from_le_bytes([
+            x[0][2], x[0][3], x[0][4], x[0][5], x[1][2], x[1][3], x[1][4], x[1][5],
+        ]);
+        let qx = _mm512_mask_mov_epi8(_mm512_or_si512(nib, high), qh, nib);
+        let qy = join256(load256(&y[0][2..]), load256(&y[1][2..]));
+        let d = _mm_setr_ps(fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]), 0.0, 0.0);
+        let dot = _mm512_cvtepi32_ps(dot_i8_512(qx, qy));
+        acc = _mm512_fmadd_ps(spread_2(d, 1), dot, acc);
+    }
+    let mut sum = _mm512_reduce_add_ps(acc);
+    if x.len() % 2 == 1 {
+        let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
+        let nib = super::x86_avx2::bytes_from_nibbles_32(&x[6..]);
+        let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+        let qx = _mm256_mask_mov_epi8(
+            _mm256_or_si256(nib, _mm256_set1_epi8(0xF0u8 as i8)),
+            qh,
+            nib,
+        );
+        let dot = dot_i8_256(qx, load256(&y[2..]));
+        sum += fp16_mul(x, y) * hsum8(dot);
+    }
+    sum
+}
+
+// ---------------------------------------------------------------------------------------------
+// Super-blocks.
+
+/// Q4_K · Q8_K, the integer sums of `ggml_vec_dot_q4_K_q8_K`: per 64 elements one `vpdpbusd`
+/// (lanes 0..8 group 2j, 8..16 group 2j + 1) times the groups' scales; the mins term as in
+/// the AVX2 kernel.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let m4 = _mm512_set1_epi8(0xF);
+    let mut acc = _mm512_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (x, y) in blocks::<Q4K, Q8K>(n, QK_K, w, a) {
+        let yd = f32_at(&y[0..]);
+        let (xd, xdmin) = fp16x2(&x[0..]);
+        let u = k4_utmp(&x[4..16]);
+        // Mins: pairwise-summed bsums (one per group of 32) times the 8 mins.
+        let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, u[3] as i32, u[2] as i32));
+        let q8sums = load256(&y[Q8K_BSUMS..]);
+        let q8s = _mm_hadd_epi16(
+            _mm256_castsi256_si128(q8sums),
+            _mm256_extracti128_si256::<1>(q8sums),
+        );
+        let prod = _mm_madd_epi16(mins, q8s);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(-yd * xdmin), _mm_cvtepi32_ps(prod), acc_m);
+
+        let scales = _mm512_cvtepu8_epi32(_mm_set_epi32(0, 0, u[1] as i32, u[0] as i32));
+        let mut sumi = _mm512_setzero_si512();
+        for j in 0..QK_K / 64 {
+            let q4bits = load256(&x[16 + 32 * j..]);
+            let q4 = _mm512_and_si512(join256(q4bits, _mm256_srli_epi16::<4>(q4bits)), m4);
+            let q8 = load512(&y[Q8K_QS + 64 * j..]);
+            let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q4, q8);
+            let (g0, g1) = (2 * j as i32, 2 * j as i32 + 1);
+            let idx = _mm512_set_epi32(
+                g1, g1, g1, g1, g1, g1, g1, g1, g0, g0, g0, g0, g0, g0, g0, g0,
+            );
+            let sc = _mm512_permutexvar_epi32(idx, scales);
+            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(yd * xd), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(acc_m)
+}
+
+/// Q6_K · Q8_K, the integer sums of `ggml_vec_dot_q6_K_q8_K`: unsigned 6-bit quants against
+/// the activations 64 at a time, each group's scale applied with an integer multiply, and the
+/// bias 32 taken out once per super-block as `32 * sum(scale * bsum)`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let m4 = _mm512_set1_epi8(0xF);
+    let m2 = _mm512_set1_epi8(3);
+    let mut acc = _mm512_setzero_ps();
+    for (x, y) in blocks::<Q6K, Q8K>(n, QK_K, w, a) {
+        // ql at 0..128, qh at 128..192, scales at 192..208, d at 208.
+        let d = f32_at(&y[0..]) * super::x86_avx2::fp16(&x[208..]);
+        let scales8 = load128(&x[192..]);
+        let scales = _mm512_cvtepi8_epi32(scales8);
+        let bias = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales8), load256(&y[Q8K_BSUMS..]));
+        let mut sumi = _mm512_slli_epi32::<5>(_mm512_zextsi256_si512(bias));
+        sumi = _mm512_sub_epi32(_mm512_setzero_si512(), sumi);
+        for j in 0..QK_K / 128 {
+            let ql = load512(&x[64 * j..]);
+            let qh = load256(&x[128 + 32 * j..]);
+            // Elements 0..64 of this 128: low nibbles with qh bits 0-1, then 2-3;
+            // elements 64..128: high nibbles with qh bits 4-5, then 6-7.
+            let qh2 = join256(qh, _mm256_srli_epi16::<2>(qh));
+            let lo = _mm512_or_si512(
+                _mm512_and_si512(ql, m4),
+                _mm512_slli_epi16::<4>(_mm512_and_si512(qh2, m2)),
+            );
+            let hi = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srli_epi16::<4>(qh2), m2)),
+            );
+            for (k, q) in [lo, hi].into_iter().enumerate() {
+                let q8 = load512(&y[Q8K_QS + 128 * j + 64 * k..]);
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, q8);
+                // Four lanes per group of 16: groups 8j + 4k .. 8j + 4k + 4.
+                let g = 8 * j as i32 + 4 * k as i32;
+                let idx = _mm512_set_epi32(
+                    g + 3,
+                    g + 3,
+                    g + 3,
+                    g + 3,
+                    g + 2,
+                    g + 2,
+                    g + 2,
+                    g + 2,
+                    g + 1,
+                    g + 1,
+                    g + 1,
+                    g + 1,
+                    g,
+                    g,
+                    g,
+                    g,
+                );
+                let sc = _mm512_permutexvar_epi32(idx, scales);
+                sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
+            }
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table.
+
+/// Declares a safe wrapper per kernel and the list [`kernels`] returns.
+macro_rules! kernel_list {
+    ($($ty:ident => $kernel:ident),* $(,)?) => {
+        mod wrappers {
+            $(
+                pub(super) fn $kernel(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                    // SAFETY: this wrapper is reachable only through `kernels()`, whose caller
+                    // guarantees the CPU has avx512f/bw/vl/vnni, avx2, fma and f16c.
+                    unsafe { super::$kernel(n, w, a) }
+                }
+            )*
+        }
+        const KERNELS: &[(GgmlType, VecDot)] = &[$((GgmlType::$ty, wrappers::$kernel as VecDot)),*];
+    };
+}
+
+kernel_list!(
+    Q4_1 => vec_dot_q4_1_q8_1,
+    Q5_0 => vec_dot_q5_0_q8_0,
+    Q8_0 => vec_dot_q8_0_q8_0,
+    Q4_K => vec_dot_q4_k_q8_k,
+    Q6_K => vec_dot_q6_k_q8_k,
+);
+
+/// The AVX-512 kernels, by weight type (each has the `vec_dot_type` of the scalar table).
 ///
 /// # Safety
 /// The functions execute AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C instructions: call only after
-/// checking the CPU has them.
+/// checking the CPU has them (`is_x86_feature_detected!`), as `KernelTable::build` does.
 pub(super) unsafe fn kernels() -> &'static [(GgmlType, VecDot)] {
-    &[]
+    KERNELS
 }
