@@ -3,7 +3,7 @@
 //!
 //! - golden: each SIMD kernel on `../shared/golden/quant/<T>/quant.bin` × `act_quant.bin`
 //!   agrees with ggml's `vec_dot.f32` within the tolerance of `tests/kernels_golden.rs`;
-//! - random rows of 1, 2, 3, 7, 16 and 33 blocks, plus all-zero blocks and blocks whose quants
+//! - random rows of 1, 2, 3, 7, 16 and 33 blocks (floats also 31 .. 4099 elements), plus all-zero blocks and blocks whose quants
 //!   are all at the extremes of their range, agree with the scalar kernel within that tolerance,
 //!   and misaligned rows give the bit-identical result;
 //! - each table really holds the SIMD kernels listed here (no silent fallback to scalar).
@@ -22,7 +22,10 @@ fn own_types(isa: Isa) -> &'static [GgmlType] {
     use GgmlType::*;
     match isa {
         Isa::Scalar => &[],
-        Isa::Avx2 => &[Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K],
+        Isa::Avx2 => &[
+            Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K, F16, F32, BF16, Q2_K, Q3_K, Q5_K, IQ4_NL,
+            IQ4_XS, TQ2_0, MXFP4,
+        ],
         Isa::Avx512 => &[Q4_1, Q5_0, Q8_0, Q4_K, Q6_K],
     }
 }
@@ -172,7 +175,11 @@ fn simd_kernels_match_ggml_golden_vec_dot() {
     const COLS: usize = 512;
     let mut checked = 0;
     for table in simd_tables() {
-        for ty in simd_types(table) {
+        // ggml's golden set has no F32 folder (as in tests/kernels_golden.rs).
+        for ty in simd_types(table)
+            .into_iter()
+            .filter(|t| *t != GgmlType::F32)
+        {
             let k = table.get(ty).unwrap();
             let dir = golden_dir(ty.name());
             let quant = read(dir.join("quant.bin"));
@@ -292,7 +299,13 @@ fn simd_kernels_match_scalar_on_random_and_extreme_rows() {
             let s = scalar.get(ty).unwrap();
             let vdt = k.vec_dot_type;
             let block = ty.block_size();
-            for n_blocks in [1usize, 2, 3, 7, 16, 33] {
+            // Float rows (1-element blocks) also get lengths around ggml's 32-element steps.
+            let long: &[usize] = if block == 1 {
+                &[31, 32, 95, 515, 4099]
+            } else {
+                &[]
+            };
+            for &n_blocks in [1usize, 2, 3, 7, 16, 33].iter().chain(long) {
                 let n = n_blocks * block;
                 for (wi, w_shapes) in shapes.iter().enumerate() {
                     for a_shapes in [shapes[0], shapes[2], shapes[3]] {

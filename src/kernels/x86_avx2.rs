@@ -12,6 +12,10 @@ use super::VecDot;
 use core::arch::x86_64::*;
 use ggml_compat::{GgmlType, QK_K};
 
+mod floats;
+mod k_quants;
+mod legacy;
+
 pub(super) const QK: usize = 32;
 /// Byte sizes of the blocks read here (asserted against ggml-compat in the tests of `mod.rs`'s
 /// callers through the golden data; the layouts are those of `ggml_compat::blocks`).
@@ -21,7 +25,14 @@ pub(super) const Q5_0: usize = 22;
 pub(super) const Q5_1: usize = 24;
 pub(super) const Q8_0: usize = 34;
 pub(super) const Q8_1: usize = 36;
+pub(super) const Q2K: usize = 84;
+pub(super) const Q3K: usize = 110;
 pub(super) const Q4K: usize = 144;
+pub(super) const Q5K: usize = 176;
+pub(super) const IQ4NL: usize = 18;
+pub(super) const IQ4XS: usize = 136;
+pub(super) const TQ2_0: usize = 66;
+pub(super) const MXFP4: usize = 17;
 pub(super) const Q6K: usize = 210;
 pub(super) const Q8K: usize = 292;
 /// Offsets inside a Q8_K block: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`.
@@ -155,117 +166,6 @@ pub(super) fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
     mul_sum_us8_pairs_float(ax, sy)
 }
 
-/// Whole blocks of both rows, at most `n / block_len` of them.
-#[inline]
-pub(super) fn blocks<'a, const W: usize, const A: usize>(
-    n: usize,
-    block_len: usize,
-    w: &'a [u8],
-    a: &'a [u8],
-) -> impl Iterator<Item = (&'a [u8; W], &'a [u8; A])> {
-    let (x, _) = w.as_chunks::<W>();
-    let (y, _) = a.as_chunks::<A>();
-    x.iter().zip(y).take(n / block_len)
-}
-
-// ---------------------------------------------------------------------------------------------
-// 32-element blocks against Q8_0 / Q8_1.
-
-/// Q4_0 · Q8_0. Matches the AVX2 branch of `ggml_vec_dot_q4_0_q8_0`.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in blocks::<Q4_0, Q8_0>(n, QK, w, a) {
-        let d = _mm256_set1_ps(fp16_mul(&x[0..], &y[0..]));
-        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x[2..]), _mm256_set1_epi8(8));
-        let qy = load256(&y[2..]);
-        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
-    }
-    hsum_float_8(acc)
-}
-
-/// Q4_1 · Q8_1. Matches the AVX2 branch of `ggml_vec_dot_q4_1_q8_1`: the min term
-/// `m * s` is summed in a separate scalar.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0f32;
-    for (x, y) in blocks::<Q4_1, Q8_1>(n, QK, w, a) {
-        let dm = fp16_mul2(&x[0..], &y[0..], &x[2..], &y[2..]);
-        summs += _mm_cvtss_f32(_mm_movehl_ps(dm, dm));
-        let d0d1 = _mm256_broadcastss_ps(dm);
-        let qx = bytes_from_nibbles_32(&x[4..]);
-        let qy = load256(&y[4..]);
-        acc = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc);
-    }
-    hsum_float_8(acc) + summs
-}
-
-/// Q5_0 · Q8_0. Matches the AVX2 branch of `ggml_vec_dot_q5_0_q8_0`: a clear fifth bit turns
-/// the nibble's byte into `nibble - 16` (OR with 0xF0).
-#[target_feature(enable = "avx2,fma,f16c")]
-fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in blocks::<Q5_0, Q8_0>(n, QK, w, a) {
-        let d = _mm256_set1_ps(fp16_mul(&x[0..], &y[0..]));
-        let bxhi = _mm256_andnot_si256(bytes_from_bits_32(&x[2..]), _mm256_set1_epi8(0xF0u8 as i8));
-        let qx = _mm256_or_si256(bytes_from_nibbles_32(&x[6..]), bxhi);
-        let qy = load256(&y[2..]);
-        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
-    }
-    hsum_float_8(acc)
-}
-
-/// Q5_1 · Q8_1. Matches the AVX2 branch of `ggml_vec_dot_q5_1_q8_1`.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0f32;
-    for (x, y) in blocks::<Q5_1, Q8_1>(n, QK, w, a) {
-        let dm = fp16_mul2(&x[0..], &y[0..], &x[2..], &y[2..]);
-        summs += _mm_cvtss_f32(_mm_movehl_ps(dm, dm));
-        let d0d1 = _mm256_broadcastss_ps(dm);
-        let bxhi = _mm256_and_si256(bytes_from_bits_32(&x[4..]), _mm256_set1_epi8(0x10));
-        let qx = _mm256_or_si256(bytes_from_nibbles_32(&x[8..]), bxhi);
-        let qy = load256(&y[4..]);
-        acc = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc);
-    }
-    hsum_float_8(acc) + summs
-}
-
-/// Q8_0 · Q8_0. Matches the AVX2 branch of `ggml_vec_dot_q8_0_q8_0`.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in blocks::<Q8_0, Q8_0>(n, QK, w, a) {
-        let d = _mm256_set1_ps(fp16_mul(&x[0..], &y[0..]));
-        let q = mul_sum_i8_pairs_float(load256(&x[2..]), load256(&y[2..]));
-        acc = _mm256_fmadd_ps(d, q, acc);
-    }
-    hsum_float_8(acc)
-}
-
-// ---------------------------------------------------------------------------------------------
-// 256-element super-blocks against Q8_K.
-
-/// ggml's `get_scale_shuffle_k4(i)`: broadcasts 16-bit lane `i` of a 128-bit half to all 16.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn scale_shuffle_k4(i: usize) -> __m256i {
-    let (lo, hi) = (2 * i as u16, 2 * i as u16 + 1);
-    _mm256_set1_epi16((lo | (hi << 8)) as i16)
-}
-
-/// ggml's `get_scale_shuffle(i)`: byte `2i` to the first 8 lanes, byte `2i + 1` to the last 8.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn scale_shuffle(i: usize) -> __m128i {
-    _mm_set_epi64x(
-        i64::from_ne_bytes([2 * i as u8 + 1; 8]),
-        i64::from_ne_bytes([2 * i as u8; 8]),
-    )
-}
-
 /// The Q4_K / Q5_K scale words as ggml's SIMD code unpacks them (`utmp`): words 0..2 hold the
 /// eight 6-bit scales, words 2..4 the eight 6-bit mins.
 #[inline]
@@ -284,108 +184,47 @@ pub(super) fn k4_utmp(packed: &[u8]) -> [u32; 4] {
     ]
 }
 
-/// Q4_K · Q8_K. Matches the AVX2 branch of `ggml_vec_dot_q4_K_q8_K`: scales and mins widened to
-/// i16, the mins term from pairwise-summed `bsums` accumulated in a separate 4-lane vector.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (x, y) in blocks::<Q4K, Q8K>(n, QK_K, w, a) {
-        let yd = f32_at(&y[0..]);
-        let (xd, xdmin) = fp16x2(&x[0..]);
-        let d = yd * xd;
-        let dmin = -yd * xdmin;
-        let u = k4_utmp(&x[4..16]);
-        let mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
-            u[3] as i32,
-            u[2] as i32,
-            u[1] as i32,
-            u[0] as i32,
-        ));
-        let q8sums = load256(&y[Q8K_BSUMS..]);
-        let q8s = _mm_hadd_epi16(
-            _mm256_castsi256_si128(q8sums),
-            _mm256_extracti128_si256::<1>(q8sums),
-        );
-        let prod = _mm_madd_epi16(_mm256_extracti128_si256::<1>(mins_and_scales), q8s);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
-        let sc128 = _mm256_castsi256_si128(mins_and_scales);
-        let scales = _mm256_set_m128i(sc128, sc128);
-
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..QK_K / 64 {
-            let scale_l = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j));
-            let scale_h = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j + 1));
-            let q4bits = load256(&x[16 + 32 * j..]);
-            let q4l = _mm256_and_si256(q4bits, m4);
-            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits), m4);
-            let q8l = load256(&y[Q8K_QS + 64 * j..]);
-            let q8h = load256(&y[Q8K_QS + 64 * j + 32..]);
-            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
-            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    hsum_float_8(acc) + _mm_cvtss_f32(acc_m)
-}
-
-/// The two high bits of a Q6_K quant (`shifted & 3`) moved to bits 4..6.
+/// ggml's `mul_add_epi8`: signed `x` times signed `y`, adjacent pairs summed to i16
+/// (`|x| * (y * sign x)`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q6_high(shifted: __m256i, m2: __m256i) -> __m256i {
-    _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, m2))
+pub(super) fn mul_add_epi8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
-/// Q6_K · Q8_K. Matches the AVX2 branch of `ggml_vec_dot_q6_K_q8_K`: the bias 32 is taken out
-/// as `maddubs(32, q8)` so that `maddubs` sees unsigned 6-bit quants.
+/// `kvalues_iq4nl` (ggml-common.h) as a byte-shuffle table.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let m4 = _mm256_set1_epi8(0xF);
-    let m2 = _mm256_set1_epi8(3);
-    let m32s = _mm256_set1_epi8(32);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in blocks::<Q6K, Q8K>(n, QK_K, w, a) {
-        // ql at 0..128, qh at 128..192, scales at 192..208, d at 208.
-        let d = f32_at(&y[0..]) * fp16(&x[208..]);
-        let scales = load128(&x[192..]);
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..QK_K / 128 {
-            let q4bits1 = load256(&x[64 * j..]);
-            let q4bits2 = load256(&x[64 * j + 32..]);
-            let q4bits_h = load256(&x[128 + 32 * j..]);
-            let q4 = [
-                _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q6_high(q4bits_h, m2)),
-                _mm256_or_si256(
-                    _mm256_and_si256(q4bits2, m4),
-                    q6_high(_mm256_srli_epi16::<2>(q4bits_h), m2),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m4),
-                    q6_high(_mm256_srli_epi16::<4>(q4bits_h), m2),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m4),
-                    q6_high(_mm256_srli_epi16::<6>(q4bits_h), m2),
-                ),
-            ];
-            let mut p = [_mm256_setzero_si256(); 4];
-            for (k, (p, q4)) in p.iter_mut().zip(q4).enumerate() {
-                let q8 = load256(&y[Q8K_QS + 128 * j + 32 * k..]);
-                let q8s = _mm256_maddubs_epi16(m32s, q8);
-                let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4, q8), q8s);
-                let scale = _mm_shuffle_epi8(scales, scale_shuffle(4 * j + k));
-                *p = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale), p16);
-            }
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[0], p[1]));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[2], p[3]));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    hsum_float_8(acc)
+pub(super) fn iq4nl_values() -> __m128i {
+    _mm_setr_epi8(
+        -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+    )
+}
+
+/// 16 nibble bytes at `qs[0..16]` → the 32 table values `values[nibble]`, low nibbles first
+/// (ggml's IQ4_NL/IQ4_XS/MXFP4 `_mm_shuffle_epi8(values128, ...)`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn lookup_nibbles_32(values: __m128i, qs: &[u8]) -> __m256i {
+    let q4bits = load128(qs);
+    let m4b = _mm_set1_epi8(0xF);
+    _mm256_set_m128i(
+        _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16::<4>(q4bits), m4b)),
+        _mm_shuffle_epi8(values, _mm_and_si128(q4bits, m4b)),
+    )
+}
+
+/// Whole blocks of both rows, at most `n / block_len` of them.
+#[inline]
+pub(super) fn blocks<'a, const W: usize, const A: usize>(
+    n: usize,
+    block_len: usize,
+    w: &'a [u8],
+    a: &'a [u8],
+) -> impl Iterator<Item = (&'a [u8; W], &'a [u8; A])> {
+    let (x, _) = w.as_chunks::<W>();
+    let (y, _) = a.as_chunks::<A>();
+    x.iter().zip(y).take(n / block_len)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -393,13 +232,13 @@ fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 /// Declares a safe wrapper per kernel and the list [`kernels`] returns.
 macro_rules! kernel_list {
-    ($($ty:ident => $kernel:ident),* $(,)?) => {
+    ($($ty:ident => $module:ident :: $kernel:ident),* $(,)?) => {
         mod wrappers {
             $(
                 pub(super) fn $kernel(n: usize, w: &[u8], a: &[u8]) -> f32 {
                     // SAFETY: this wrapper is reachable only through `kernels()`, whose caller
                     // guarantees the CPU has avx2, fma and f16c.
-                    unsafe { super::$kernel(n, w, a) }
+                    unsafe { super::$module::$kernel(n, w, a) }
                 }
             )*
         }
@@ -408,13 +247,23 @@ macro_rules! kernel_list {
 }
 
 kernel_list!(
-    Q4_0 => vec_dot_q4_0_q8_0,
-    Q4_1 => vec_dot_q4_1_q8_1,
-    Q5_0 => vec_dot_q5_0_q8_0,
-    Q5_1 => vec_dot_q5_1_q8_1,
-    Q8_0 => vec_dot_q8_0_q8_0,
-    Q4_K => vec_dot_q4_k_q8_k,
-    Q6_K => vec_dot_q6_k_q8_k,
+    Q4_0 => legacy::vec_dot_q4_0_q8_0,
+    Q4_1 => legacy::vec_dot_q4_1_q8_1,
+    Q5_0 => legacy::vec_dot_q5_0_q8_0,
+    Q5_1 => legacy::vec_dot_q5_1_q8_1,
+    Q8_0 => legacy::vec_dot_q8_0_q8_0,
+    Q4_K => k_quants::vec_dot_q4_k_q8_k,
+    Q6_K => k_quants::vec_dot_q6_k_q8_k,
+    F16 => floats::vec_dot_f16,
+    F32 => floats::vec_dot_f32,
+    BF16 => floats::vec_dot_bf16,
+    Q2_K => k_quants::vec_dot_q2_k_q8_k,
+    Q3_K => k_quants::vec_dot_q3_k_q8_k,
+    Q5_K => k_quants::vec_dot_q5_k_q8_k,
+    IQ4_XS => k_quants::vec_dot_iq4_xs_q8_k,
+    TQ2_0 => k_quants::vec_dot_tq2_0_q8_k,
+    IQ4_NL => legacy::vec_dot_iq4_nl_q8_0,
+    MXFP4 => legacy::vec_dot_mxfp4_q8_0,
 );
 
 /// The AVX2 kernels, by weight type (each has the `vec_dot_type` of the scalar table).

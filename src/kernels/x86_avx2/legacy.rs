@@ -1,0 +1,141 @@
+//! AVX2 kernels for 32-element blocks against Q8_0 / Q8_1.
+
+use super::*;
+
+// 32-element blocks against Q8_0 / Q8_1.
+
+/// Q4_0 · Q8_0. Matches the AVX2 branch of `ggml_vec_dot_q4_0_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in blocks::<Q4_0, Q8_0>(n, QK, w, a) {
+        let d = _mm256_set1_ps(fp16_mul(&x[0..], &y[0..]));
+        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x[2..]), _mm256_set1_epi8(8));
+        let qy = load256(&y[2..]);
+        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+    }
+    hsum_float_8(acc)
+}
+
+/// Q4_1 · Q8_1. Matches the AVX2 branch of `ggml_vec_dot_q4_1_q8_1`: the min term
+/// `m * s` is summed in a separate scalar.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for (x, y) in blocks::<Q4_1, Q8_1>(n, QK, w, a) {
+        let dm = fp16_mul2(&x[0..], &y[0..], &x[2..], &y[2..]);
+        summs += _mm_cvtss_f32(_mm_movehl_ps(dm, dm));
+        let d0d1 = _mm256_broadcastss_ps(dm);
+        let qx = bytes_from_nibbles_32(&x[4..]);
+        let qy = load256(&y[4..]);
+        acc = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc);
+    }
+    hsum_float_8(acc) + summs
+}
+
+/// Q5_0 · Q8_0. Matches the AVX2 branch of `ggml_vec_dot_q5_0_q8_0`: a clear fifth bit turns
+/// the nibble's byte into `nibble - 16` (OR with 0xF0).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in blocks::<Q5_0, Q8_0>(n, QK, w, a) {
+        let d = _mm256_set1_ps(fp16_mul(&x[0..], &y[0..]));
+        let bxhi = _mm256_andnot_si256(bytes_from_bits_32(&x[2..]), _mm256_set1_epi8(0xF0u8 as i8));
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(&x[6..]), bxhi);
+        let qy = load256(&y[2..]);
+        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+    }
+    hsum_float_8(acc)
+}
+
+/// Q5_1 · Q8_1. Matches the AVX2 branch of `ggml_vec_dot_q5_1_q8_1`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for (x, y) in blocks::<Q5_1, Q8_1>(n, QK, w, a) {
+        let dm = fp16_mul2(&x[0..], &y[0..], &x[2..], &y[2..]);
+        summs += _mm_cvtss_f32(_mm_movehl_ps(dm, dm));
+        let d0d1 = _mm256_broadcastss_ps(dm);
+        let bxhi = _mm256_and_si256(bytes_from_bits_32(&x[4..]), _mm256_set1_epi8(0x10));
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(&x[8..]), bxhi);
+        let qy = load256(&y[4..]);
+        acc = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc);
+    }
+    hsum_float_8(acc) + summs
+}
+
+/// Q8_0 · Q8_0. Matches the AVX2 branch of `ggml_vec_dot_q8_0_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in blocks::<Q8_0, Q8_0>(n, QK, w, a) {
+        let d = _mm256_set1_ps(fp16_mul(&x[0..], &y[0..]));
+        let q = mul_sum_i8_pairs_float(load256(&x[2..]), load256(&y[2..]));
+        acc = _mm256_fmadd_ps(d, q, acc);
+    }
+    hsum_float_8(acc)
+}
+
+/// The shared body of IQ4_NL and MXFP4 against Q8_0: a nibble lookup in `values`, two blocks
+/// per step into two accumulators (ggml's `accum1`, `accum2`); an odd last block joins the
+/// first. `qs` is the offset of the 16 nibble bytes in a weight block, `scale` the block's
+/// combined float scale.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn table_q8_0<const W: usize>(
+    n: usize,
+    w: &[u8],
+    a: &[u8],
+    values: __m128i,
+    qs: usize,
+    scale: impl Fn(&[u8; W], &[u8; Q8_0]) -> f32,
+) -> f32 {
+    let mone = _mm256_set1_epi16(1);
+    let mut accum = [_mm256_setzero_ps(); 2];
+    let (x, _) = w.as_chunks::<W>();
+    let (y, _) = a.as_chunks::<Q8_0>();
+    let nb = (n / QK).min(x.len()).min(y.len());
+    for ib in 0..nb {
+        let q4b = lookup_nibbles_32(values, &x[ib][qs..]);
+        let p16 = mul_add_epi8(q4b, load256(&y[ib][2..]));
+        let p = _mm256_madd_epi16(p16, mone);
+        let d = _mm256_set1_ps(scale(&x[ib], &y[ib]));
+        let acc = &mut accum[if ib + 1 == nb && nb % 2 == 1 {
+            0
+        } else {
+            ib % 2
+        }];
+        *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), *acc);
+    }
+    hsum_float_8(_mm256_add_ps(accum[0], accum[1]))
+}
+
+/// IQ4_NL · Q8_0 (`d: f16`, `qs[16]` indices into `kvalues_iq4nl`). Matches the AVX2 branch of
+/// `ggml_vec_dot_iq4_nl_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_iq4_nl_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    table_q8_0::<IQ4NL>(n, w, a, iq4nl_values(), 2, |x, y| fp16_mul(y, x))
+}
+
+/// ggml's `GGML_CPU_E8M0_TO_FP32_HALF`: `2^(e - 128)`, built from bits (subnormal for e < 2).
+#[inline]
+fn e8m0_to_f32_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        (e as u32 - 1) << 23
+    };
+    f32::from_bits(bits)
+}
+
+/// MXFP4 · Q8_0 (`e: u8` E8M0 exponent, `qs[16]` E2M1 codes into `kvalues_mxfp4`). Matches the
+/// AVX2 branch of `ggml_vec_dot_mxfp4_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let values = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    table_q8_0::<MXFP4>(n, w, a, values, 1, |x, y| {
+        fp16(&y[0..]) * e8m0_to_f32_half(x[0])
+    })
+}
