@@ -33,6 +33,8 @@ pub(super) const IQ4NL: usize = 18;
 pub(super) const IQ4XS: usize = 136;
 pub(super) const TQ2_0: usize = 66;
 pub(super) const MXFP4: usize = 17;
+pub(super) const Q1_0: usize = 18;
+pub(super) const Q2_0: usize = 18;
 pub(super) const Q6K: usize = 210;
 pub(super) const Q8K: usize = 292;
 /// Offsets inside a Q8_K block: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`.
@@ -264,6 +266,8 @@ kernel_list!(
     TQ2_0 => k_quants::vec_dot_tq2_0_q8_k,
     IQ4_NL => legacy::vec_dot_iq4_nl_q8_0,
     MXFP4 => legacy::vec_dot_mxfp4_q8_0,
+    Q1_0 => legacy::vec_dot_q1_0_q8_0,
+    Q2_0 => legacy::vec_dot_q2_0_q8_0,
 );
 
 /// The AVX2 kernels, by weight type (each has the `vec_dot_type` of the scalar table).

@@ -139,3 +139,58 @@ pub(super) fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
         fp16(&y[0..]) * e8m0_to_f32_half(x[0])
     })
 }
+
+/// Q1_0 · Q8_0 (128 weights: `d: f16`, `qs[16]`; bit `i` set means `+d`, clear `-d`): each
+/// Q8_0 block meets 32 bits, turned into ±1 bytes that sign the activations. The integer sums of
+/// `ggml_vec_dot_q1_0_q8_0_generic`; each block's `d8 * sum` is folded into one FMA with the
+/// weight scale instead of a per-block float sum.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_q1_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let ones = _mm256_set1_epi8(1);
+    let mut acc = _mm256_setzero_ps();
+    let (x, _) = w.as_chunks::<Q1_0>();
+    let (y, _) = a.as_chunks::<Q8_0>();
+    for (x, y4) in x.iter().zip(y.chunks_exact(4)).take(n / 128) {
+        let dx = fp16(&x[0..]);
+        for (k, yb) in y4.iter().enumerate() {
+            let set = bytes_from_bits_32(&x[2 + 4 * k..]);
+            // +1 where the bit is set, -1 where it is clear.
+            let sign = _mm256_or_si256(_mm256_andnot_si256(set, _mm256_set1_epi8(-1)), ones);
+            let dot = mul_sum_i8_pairs_float(sign, load256(&yb[2..]));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * fp16(&yb[0..])), dot, acc);
+        }
+    }
+    hsum_float_8(acc)
+}
+
+/// Q2_0 · Q8_0 (64 weights: `d: f16`, `qs[16]`, 2-bit codes packed from the low bits up,
+/// `x = d * (q - 1)`). Per Q8_0 block, its 8 code bytes are unpacked planar (a per-lane variable
+/// shift puts the codes of elements `4b + s` in byte `4s + b` of each 128-bit half) and the
+/// activations shuffled to match. The integer sums of `ggml_vec_dot_q2_0_q8_0_generic`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_q2_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let shifts = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    // Byte 4s + b of a half takes element 4b + s of that half.
+    let order = _mm256_setr_epi8(
+        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10,
+        14, 3, 7, 11, 15,
+    );
+    let (m3, one) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1));
+    let mut acc = _mm256_setzero_ps();
+    let (x, _) = w.as_chunks::<Q2_0>();
+    let (y, _) = a.as_chunks::<Q8_0>();
+    for (x, y2) in x.iter().zip(y.chunks_exact(2)).take(n / 64) {
+        let dx = fp16(&x[0..]);
+        for (k, yb) in y2.iter().enumerate() {
+            let q = &x[2 + 8 * k..];
+            let lo = i32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+            let hi = i32::from_le_bytes([q[4], q[5], q[6], q[7]]);
+            let words = _mm256_set_m128i(_mm_set1_epi32(hi), _mm_set1_epi32(lo));
+            let codes = _mm256_and_si256(_mm256_srlv_epi32(words, shifts), m3);
+            let q8 = _mm256_shuffle_epi8(load256(&yb[2..]), order);
+            let dot = mul_sum_i8_pairs_float(_mm256_sub_epi8(codes, one), q8);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * fp16(&yb[0..])), dot, acc);
+        }
+    }
+    hsum_float_8(acc)
+}
