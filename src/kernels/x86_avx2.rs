@@ -31,6 +31,7 @@ pub(super) const Q4K: usize = 144;
 pub(super) const Q5K: usize = 176;
 pub(super) const IQ4NL: usize = 18;
 pub(super) const IQ4XS: usize = 136;
+pub(super) const TQ1_0: usize = 54;
 pub(super) const TQ2_0: usize = 66;
 pub(super) const MXFP4: usize = 17;
 pub(super) const Q1_0: usize = 18;
@@ -268,6 +269,7 @@ kernel_list!(
     MXFP4 => legacy::vec_dot_mxfp4_q8_0,
     Q1_0 => legacy::vec_dot_q1_0_q8_0,
     Q2_0 => legacy::vec_dot_q2_0_q8_0,
+    TQ1_0 => k_quants::vec_dot_tq1_0_q8_k,
 );
 
 /// The AVX2 kernels, by weight type (each has the `vec_dot_type` of the scalar table).

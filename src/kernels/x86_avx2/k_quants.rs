@@ -367,3 +367,84 @@ pub(super) fn vec_dot_tq2_0_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     hsum_float_8(sumf)
 }
+
+/// `q * 3` per byte, wrapping (ggml's "1 * 3" step).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn times3(q: __m256i) -> __m256i {
+    _mm256_add_epi8(q, _mm256_add_epi8(q, q))
+}
+
+/// `q * 9 + r` per byte, wrapping: `(q << 3)` with the bits shifted across bytes masked off.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn times8_plus(q: __m256i, r: __m256i) -> __m256i {
+    _mm256_add_epi8(
+        _mm256_and_si256(_mm256_slli_epi16::<3>(q), _mm256_set1_epi8(-8)),
+        r,
+    )
+}
+
+/// The top trit of each byte, `(q * 3) >> 8`, as ggml computes it without 8-bit multiplies:
+/// a halving add of `q - 1` and `(q - 1) / 2`, then the top two bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn top_trit(q: __m256i) -> __m256i {
+    let q = _mm256_subs_epu8(q, _mm256_set1_epi8(1));
+    let q = _mm256_avg_epu8(q, _mm256_avg_epu8(q, _mm256_setzero_si256()));
+    _mm256_and_si256(_mm256_srli_epi16::<6>(q), _mm256_set1_epi8(3))
+}
+
+/// TQ1_0 · Q8_K (`qs[48]`: 5 trits a byte, `qh[4]`: 4 a byte, `d` at 52). Matches the AVX2
+/// branch of `ggml_vec_dot_tq1_0_q8_K`: each trit shifted to the top by a multiplication with
+/// a power of 3 (mod 256), codes 0..=2 multiplied as they are and `sum(q8)` subtracted, in
+/// 16-bit sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_tq1_0_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = _mm256_setzero_ps();
+    for (x, y) in blocks::<TQ1_0, Q8K>(n, QK_K, w, a) {
+        let q8 = |i: usize| load256(&y[Q8K_QS + i..]);
+        // First 32 bytes: trit l of byte m is element 32 l + m.
+        let qx0 = load256(&x[0..]);
+        let qx1 = times3(qx0);
+        let qx2 = times8_plus(qx0, qx0);
+        let qx3 = times8_plus(qx1, qx1);
+        let qx4 = times8_plus(qx2, qx2);
+        let p = |qx: __m256i, at: usize| _mm256_maddubs_epi16(top_trit(qx), q8(at));
+        let mut sumi0 = _mm256_add_epi16(p(qx0, 0), p(qx1, 32));
+        let mut sumi1 = _mm256_add_epi16(p(qx2, 64), p(qx3, 96));
+        let mut sumi2 = p(qx4, 128);
+
+        // Last 16 bytes (element 160 + 16 l + m) and the 4 qh bytes (element 240 + 4 l + j).
+        let t0 = _mm256_castsi128_si256(load128(&x[32..]));
+        let t1 = times3(t0);
+        let t2 = times8_plus(t0, t0);
+        let t3 = times8_plus(t1, t1);
+        let t4 = times8_plus(t2, t2);
+        let qh = i32::from_le_bytes([x[48], x[49], x[50], x[51]]);
+        let qx5_l = _mm256_mullo_epi16(
+            _mm256_cvtepu8_epi16(_mm_set1_epi32(qh)),
+            _mm256_set_epi16(27, 27, 27, 27, 9, 9, 9, 9, 3, 3, 3, 3, 1, 1, 1, 1),
+        );
+        let qx5_l = _mm256_and_si256(qx5_l, _mm256_set1_epi16(0xFF));
+        let qx5 = _mm_packus_epi16(
+            _mm256_castsi256_si128(qx5_l),
+            _mm256_extracti128_si256::<1>(qx5_l),
+        );
+        let lo = _mm256_castsi256_si128;
+        let qx01 = _mm256_set_m128i(lo(t1), lo(t0));
+        let qx23 = _mm256_set_m128i(lo(t3), lo(t2));
+        let qx45 = _mm256_set_m128i(qx5, lo(t4));
+        sumi0 = _mm256_add_epi16(sumi0, p(qx01, 160));
+        sumi1 = _mm256_add_epi16(sumi1, p(qx23, 192));
+        sumi2 = _mm256_add_epi16(sumi2, p(qx45, 224));
+
+        let ysum = load256(&y[Q8K_BSUMS..]);
+        let d = _mm256_set1_ps(f32_at(&y[0..]) * fp16(&x[52..]));
+        let sumi = _mm256_sub_epi16(sumi0, ysum);
+        let sumi = _mm256_add_epi16(sumi, _mm256_add_epi16(sumi1, sumi2));
+        let sumi = _mm256_madd_epi16(sumi, _mm256_set1_epi16(1));
+        sumf = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sumi), d), sumf);
+    }
+    hsum_float_8(sumf)
+}
