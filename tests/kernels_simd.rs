@@ -108,18 +108,59 @@ fn unavailable_or_unknown_isa_is_an_error_not_a_fallback() {
     assert_eq!(Isa::from_name("neon-ish"), None);
 }
 
-/// Without `KILN_KERNELS`, the active table is the best this CPU runs.
+/// The active table is the best this CPU runs, or the one `KILN_KERNELS` names; a name that is
+/// unknown or that this CPU cannot run is an error from `init` (never a silent fallback).
 #[test]
 fn active_table_is_the_best_available_unless_forced() {
+    let forced = std::env::var("KILN_KERNELS").ok().filter(|v| !v.is_empty());
+    let want = match &forced {
+        None => Isa::best(),
+        Some(name) => match Isa::from_name(name).filter(|isa| isa.is_available()) {
+            Some(isa) => isa,
+            None => {
+                let err = kernels::init().err().expect("bad KILN_KERNELS accepted");
+                let msg = err.to_string();
+                assert!(
+                    msg.contains(name.as_str()) || msg.contains("lacks"),
+                    "{msg}"
+                );
+                return;
+            }
+        },
+    };
     let active = kernels::init().unwrap();
-    match std::env::var("KILN_KERNELS") {
-        Ok(name) if !name.is_empty() => assert_eq!(active.isa().name(), name),
-        _ => assert_eq!(active.isa(), Isa::best()),
-    }
-    assert_eq!(kernels::active_isa(), active.isa().name());
+    assert_eq!(active.isa(), want);
+    assert_eq!(kernels::active_isa(), want.name());
     for ty in kernels::supported_types() {
         let (k, t) = (kernels::kernels(ty).unwrap(), active.get(ty).unwrap());
         assert_eq!(k.vec_dot as usize, t.vec_dot as usize, "{ty}");
+    }
+}
+
+/// `KILN_KERNELS` is read once per process, so each value is tried in a fresh run of this
+/// test binary, which checks it with the test above.
+#[test]
+fn kiln_kernels_is_honoured_in_a_fresh_process() {
+    if std::env::var_os("KILN_KERNELS").is_some() {
+        return; // already the child (or forced by the caller): the test above checks it
+    }
+    let exe = std::env::current_exe().unwrap();
+    for value in ["scalar", "avx2", "avx512", "neon", ""] {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "active_table_is_the_best_available_unless_forced",
+                "--test-threads=1",
+            ])
+            .env("KILN_KERNELS", value)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "KILN_KERNELS={value:?}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
