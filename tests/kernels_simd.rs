@@ -402,13 +402,18 @@ fn time_per_row() {
     use std::time::Instant;
     const N: usize = 4096;
     let mut rng = Rng(42);
-    let types = [
+    // The five types of the real models first, then the rest.
+    let main = [
         GgmlType::Q4_1,
         GgmlType::Q8_0,
         GgmlType::Q5_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
     ];
+    let types: Vec<GgmlType> = main
+        .into_iter()
+        .chain(kernels::supported_types().filter(|t| !main.contains(t)))
+        .collect();
     let tables: Vec<_> = Isa::ALL
         .into_iter()
         .filter_map(|isa| kernels::table(isa).ok())

@@ -92,22 +92,25 @@ fn table_q8_0<const W: usize>(
     qs: usize,
     scale: impl Fn(&[u8; W], &[u8; Q8_0]) -> f32,
 ) -> f32 {
-    let mone = _mm256_set1_epi16(1);
     let mut accum = [_mm256_setzero_ps(); 2];
     let (x, _) = w.as_chunks::<W>();
     let (y, _) = a.as_chunks::<Q8_0>();
     let nb = (n / QK).min(x.len()).min(y.len());
-    for ib in 0..nb {
-        let q4b = lookup_nibbles_32(values, &x[ib][qs..]);
-        let p16 = mul_add_epi8(q4b, load256(&y[ib][2..]));
-        let p = _mm256_madd_epi16(p16, mone);
-        let d = _mm256_set1_ps(scale(&x[ib], &y[ib]));
-        let acc = &mut accum[if ib + 1 == nb && nb % 2 == 1 {
-            0
-        } else {
-            ib % 2
-        }];
-        *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), *acc);
+    let block = |x: &[u8; W], y: &[u8; Q8_0]| {
+        let q4b = lookup_nibbles_32(values, &x[qs..]);
+        let p16 = mul_add_epi8(q4b, load256(&y[2..]));
+        let p = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+        (_mm256_set1_ps(scale(x, y)), _mm256_cvtepi32_ps(p))
+    };
+    for (x, y) in x[..nb].chunks_exact(2).zip(y[..nb].chunks_exact(2)) {
+        for (acc, (x, y)) in accum.iter_mut().zip(x.iter().zip(y)) {
+            let (d, p) = block(x, y);
+            *acc = _mm256_fmadd_ps(d, p, *acc);
+        }
+    }
+    if nb % 2 == 1 {
+        let (d, p) = block(&x[nb - 1], &y[nb - 1]);
+        accum[0] = _mm256_fmadd_ps(d, p, accum[0]);
     }
     hsum_float_8(_mm256_add_ps(accum[0], accum[1]))
 }
