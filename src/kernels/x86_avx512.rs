@@ -10,8 +10,9 @@
 //! (tests/kernels_simd.rs); see the numbers in the commit that added it.
 
 use super::x86_avx2::{
-    blocks, f32_at, fp16_mul, fp16x2, k4_utmp, load128, load256, Q4K, Q4_1, Q5_0, Q6K, Q8K,
-    Q8K_BSUMS, Q8K_QS, Q8_0, Q8_1, QK,
+    blocks, bytes_from_nibbles_32, f32_at, fp16_mul, fp16x2, iq4nl_values, k4_utmp, load128,
+    load256, lookup_nibbles_32, IQ4NL, Q4K, Q4_0, Q4_1, Q5_0, Q5_1, Q6K, Q8K, Q8K_BSUMS, Q8K_QS,
+    Q8_0, Q8_1, QK,
 };
 use super::VecDot;
 use core::arch::x86_64::*;
@@ -132,6 +133,17 @@ fn dm_products(x0: &[u8], y0: &[u8], x1: &[u8], y1: &[u8]) -> __m256 {
     _mm256_mul_ps(v, _mm256_permute_ps::<0b01_00_11_10>(v))
 }
 
+/// The sum of the `m·s` lanes (1 and 5) of accumulated [`dm_products`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn ms_terms(summs: __m256) -> f32 {
+    let ms = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
+        summs,
+        _mm256_setr_epi32(1, 5, 0, 0, 0, 0, 0, 0),
+    ));
+    _mm_cvtss_f32(ms) + _mm_cvtss_f32(_mm_movehdup_ps(ms))
+}
+
 /// Q4_1 · Q8_1, the integer sums of `ggml_vec_dot_q4_1_q8_1`; `m·s` summed separately.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -150,16 +162,10 @@ fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
         );
         acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc);
     }
-    // Lanes 1 and 5 hold the m·s terms.
-    let ms = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
-        summs,
-        _mm256_setr_epi32(1, 5, 0, 0, 0, 0, 0, 0),
-    ));
-    let mut sum =
-        _mm512_reduce_add_ps(acc) + (_mm_cvtss_f32(ms) + _mm_cvtss_f32(_mm_movehdup_ps(ms)));
+    let mut sum = _mm512_reduce_add_ps(acc) + ms_terms(summs);
     if x.len() % 2 == 1 {
         let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
-        let qx = super::x86_avx2::bytes_from_nibbles_32(&x[4..]);
+        let qx = bytes_from_nibbles_32(&x[4..]);
         let dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, load256(&y[4..]));
         sum += fp16_mul(x, y) * hsum8(_mm256_cvtepi32_ps(dot)) + fp16_mul(&x[2..], &y[2..]);
     }
@@ -187,7 +193,7 @@ fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sum = _mm512_reduce_add_ps(acc);
     if x.len() % 2 == 1 {
         let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
-        let nib = super::x86_avx2::bytes_from_nibbles_32(&x[6..]);
+        let nib = bytes_from_nibbles_32(&x[6..]);
         let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
         let qx = _mm256_mask_mov_epi8(
             _mm256_or_si256(nib, _mm256_set1_epi8(0xF0u8 as i8)),
@@ -196,6 +202,85 @@ fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
         );
         let dot = dot_i8_256(qx, load256(&y[2..]));
         sum += fp16_mul(x, y) * hsum8(dot);
+    }
+    sum
+}
+
+/// Q4_0 · Q8_0, the integer sums of `ggml_vec_dot_q4_0_q8_0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = rows::<Q4_0, Q8_0>(n, QK, w, a);
+    let mut acc = _mm512_setzero_ps();
+    for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+        let qx = _mm512_sub_epi8(nibbles_2x32(&x[0][2..], &x[1][2..]), _mm512_set1_epi8(8));
+        let qy = join256(load256(&y[0][2..]), load256(&y[1][2..]));
+        let d = _mm_setr_ps(fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]), 0.0, 0.0);
+        let dot = _mm512_cvtepi32_ps(dot_i8_512(qx, qy));
+        acc = _mm512_fmadd_ps(spread_2(d, 1), dot, acc);
+    }
+    let mut sum = _mm512_reduce_add_ps(acc);
+    if x.len() % 2 == 1 {
+        let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
+        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x[2..]), _mm256_set1_epi8(8));
+        sum += fp16_mul(x, y) * hsum8(dot_i8_256(qx, load256(&y[2..])));
+    }
+    sum
+}
+
+/// Q5_1 · Q8_1, the integer sums of `ggml_vec_dot_q5_1_q8_1`: a set fifth bit adds 16.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = rows::<Q5_1, Q8_1>(n, QK, w, a);
+    let bit4 = _mm512_set1_epi8(0x10);
+    let mut acc = _mm512_setzero_ps();
+    let mut summs = _mm256_setzero_ps();
+    for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+        let nib = nibbles_2x32(&x[0][8..], &x[1][8..]);
+        let qh = u64::from_le_bytes([
+            x[0][4], x[0][5], x[0][6], x[0][7], x[1][4], x[1][5], x[1][6], x[1][7],
+        ]);
+        let qx = _mm512_mask_mov_epi8(nib, qh, _mm512_or_si512(nib, bit4));
+        let qy = join256(load256(&y[0][4..]), load256(&y[1][4..]));
+        let p = dm_products(&x[0], &y[0], &x[1], &y[1]);
+        summs = _mm256_add_ps(summs, p);
+        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qx, qy);
+        let d = _mm512_permutexvar_ps(
+            _mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0),
+            _mm512_castps256_ps512(p),
+        );
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc);
+    }
+    let mut sum = _mm512_reduce_add_ps(acc) + ms_terms(summs);
+    if x.len() % 2 == 1 {
+        let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
+        let nib = bytes_from_nibbles_32(&x[8..]);
+        let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
+        let qx = _mm256_mask_mov_epi8(nib, qh, _mm256_or_si256(nib, _mm256_set1_epi8(0x10)));
+        let dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, load256(&y[4..]));
+        sum += fp16_mul(x, y) * hsum8(_mm256_cvtepi32_ps(dot)) + fp16_mul(&x[2..], &y[2..]);
+    }
+    sum
+}
+
+/// IQ4_NL · Q8_0, the integer sums of `ggml_vec_dot_iq4_nl_q8_0`: nibbles looked up in
+/// `kvalues_iq4nl` with a 64-byte shuffle.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn vec_dot_iq4_nl_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = rows::<IQ4NL, Q8_0>(n, QK, w, a);
+    let values = _mm512_broadcast_i32x4(iq4nl_values());
+    let mut acc = _mm512_setzero_ps();
+    for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+        let qx = _mm512_shuffle_epi8(values, nibbles_2x32(&x[0][2..], &x[1][2..]));
+        let qy = join256(load256(&y[0][2..]), load256(&y[1][2..]));
+        let d = _mm_setr_ps(fp16_mul(&y[0], &x[0]), fp16_mul(&y[1], &x[1]), 0.0, 0.0);
+        let dot = _mm512_cvtepi32_ps(dot_i8_512(qx, qy));
+        acc = _mm512_fmadd_ps(spread_2(d, 1), dot, acc);
+    }
+    let mut sum = _mm512_reduce_add_ps(acc);
+    if x.len() % 2 == 1 {
+        let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
+        let qx = lookup_nibbles_32(iq4nl_values(), &x[2..]);
+        sum += fp16_mul(y, x) * hsum8(dot_i8_256(qx, load256(&y[2..])));
     }
     sum
 }
@@ -328,7 +413,10 @@ macro_rules! kernel_list {
 }
 
 kernel_list!(
+    Q4_0 => vec_dot_q4_0_q8_0,
     Q4_1 => vec_dot_q4_1_q8_1,
+    Q5_1 => vec_dot_q5_1_q8_1,
+    IQ4_NL => vec_dot_iq4_nl_q8_0,
     Q5_0 => vec_dot_q5_0_q8_0,
     Q8_0 => vec_dot_q8_0_q8_0,
     Q4_K => vec_dot_q4_k_q8_k,
