@@ -399,8 +399,17 @@ fn simd_kernels_match_scalar_on_random_and_extreme_rows() {
 #[test]
 #[ignore = "timing: run with --release --ignored --nocapture"]
 fn time_per_row() {
+    time_rows(4096, &[]);
+    // SmolLM2-135M's hidden size (its Q8_0 output head has 49152 such rows) and Gemma 3
+    // 270M's (not a multiple of 256: those tensors are Q5_0/Q8_0).
+    let legacy = [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q5_0];
+    time_rows(576, &legacy);
+    time_rows(640, &legacy);
+}
+
+/// Prints single-thread ns per `n`-element row of each type in `only` (every type if empty).
+fn time_rows(n: usize, only: &[GgmlType]) {
     use std::time::Instant;
-    const N: usize = 4096;
     let mut rng = Rng(42);
     // The five types of the real models first, then the rest.
     let main = [
@@ -413,17 +422,18 @@ fn time_per_row() {
     let types: Vec<GgmlType> = main
         .into_iter()
         .chain(kernels::supported_types().filter(|t| !main.contains(t)))
+        .filter(|t| only.is_empty() || only.contains(t))
         .collect();
     let tables: Vec<_> = Isa::ALL
         .into_iter()
         .filter_map(|isa| kernels::table(isa).ok())
         .collect();
-    println!("ns per {N}-element row, single thread (best of 30 interleaved trials)");
+    println!("ns per {n}-element row, single thread (best of 30 interleaved trials)");
     for ty in types {
         let vdt = scalar_table().get(ty).unwrap().vec_dot_type;
         let block = ty.block_size();
-        let (w, _) = quantize(ty, &row(&mut rng, N, block, &[0]));
-        let (a, _) = quantize(vdt, &row(&mut rng, N, block, &[0]));
+        let (w, _) = quantize(ty, &row(&mut rng, n, block, &[0]));
+        let (a, _) = quantize(vdt, &row(&mut rng, n, block, &[0]));
         let mut best = vec![f64::MAX; tables.len()];
         // Interleave the tables so that load from other processes hits them alike.
         for _ in 0..30 {
@@ -433,7 +443,7 @@ fn time_per_row() {
                 let start = Instant::now();
                 let mut sink = 0f32;
                 for _ in 0..reps {
-                    sink += (k.vec_dot)(N, std::hint::black_box(&w), std::hint::black_box(&a));
+                    sink += (k.vec_dot)(n, std::hint::black_box(&w), std::hint::black_box(&a));
                 }
                 std::hint::black_box(sink);
                 *best = best.min(start.elapsed().as_nanos() as f64 / reps as f64);
