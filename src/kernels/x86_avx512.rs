@@ -439,6 +439,68 @@ fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Plain floats: ggml's `GGML_SIMD` AVX-512 path (`STEP` 64 in four 16-lane accumulators,
+// `GGML_F32x16_REDUCE`), the rest in f64.
+
+/// Four 16-lane accumulators over 64 elements a step, `load(i)` giving elements `i..i + 16` of
+/// each row; returns the f32 reduction and the number of elements consumed.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn four_acc_dot(n: usize, mut load: impl FnMut(usize) -> (__m512, __m512)) -> (f32, usize) {
+    let np = n / 64 * 64;
+    let mut sum = [_mm512_setzero_ps(); 4];
+    for i in (0..np).step_by(64) {
+        for (j, s) in sum.iter_mut().enumerate() {
+            let (x, y) = load(i + 16 * j);
+            *s = _mm512_fmadd_ps(x, y, *s);
+        }
+    }
+    let a = _mm512_add_ps(sum[0], sum[2]);
+    let b = _mm512_add_ps(sum[1], sum[3]);
+    (_mm512_reduce_add_ps(_mm512_add_ps(a, b)), np)
+}
+
+/// F32 · F32. Matches `ggml_vec_dot_f32` with `GGML_SIMD` (AVX-512).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, _) = w.as_chunks::<4>();
+    let (y, _) = a.as_chunks::<4>();
+    let n = n.min(x.len()).min(y.len());
+    let ld = |i: usize| {
+        let xb = load512(x[i..i + 16].as_flattened());
+        let yb = load512(y[i..i + 16].as_flattened());
+        (_mm512_castsi512_ps(xb), _mm512_castsi512_ps(yb))
+    };
+    let (sum, np) = four_acc_dot(n, ld);
+    let mut sumf = sum as f64;
+    for i in np..n {
+        sumf += (f32::from_le_bytes(x[i]) * f32::from_le_bytes(y[i])) as f64;
+    }
+    sumf as f32
+}
+
+/// F16 · F16. Matches `ggml_vec_dot_f16` with `GGML_SIMD` (AVX-512 + F16C conversions).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn vec_dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, _) = w.as_chunks::<2>();
+    let (y, _) = a.as_chunks::<2>();
+    let n = n.min(x.len()).min(y.len());
+    let ld = |i: usize| {
+        let xb = load256(x[i..i + 16].as_flattened());
+        let yb = load256(y[i..i + 16].as_flattened());
+        (_mm512_cvtph_ps(xb), _mm512_cvtph_ps(yb))
+    };
+    let (sum, np) = four_acc_dot(n, ld);
+    let mut sumf = sum as f64;
+    for i in np..n {
+        let xv = half::f16::from_le_bytes(x[i]).to_f32();
+        let yv = half::f16::from_le_bytes(y[i]).to_f32();
+        sumf += (xv * yv) as f64;
+    }
+    sumf as f32
+}
+
+// ---------------------------------------------------------------------------------------------
 // The table.
 
 /// Declares a safe wrapper per kernel and the list [`kernels`] returns.
@@ -458,6 +520,8 @@ macro_rules! kernel_list {
 }
 
 kernel_list!(
+    F32 => vec_dot_f32,
+    F16 => vec_dot_f16,
     Q4_0 => vec_dot_q4_0_q8_0,
     Q4_1 => vec_dot_q4_1_q8_1,
     Q5_1 => vec_dot_q5_1_q8_1,
