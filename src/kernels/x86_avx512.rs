@@ -16,7 +16,10 @@ use super::x86_avx2::{
 };
 use super::VecDot;
 use core::arch::x86_64::*;
-use ggml_compat::{GgmlType, QK_K};
+use ggml_compat::GgmlType;
+
+mod k_quants;
+use k_quants::*;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -286,159 +289,6 @@ fn vec_dot_iq4_nl_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Super-blocks.
-
-/// Q4_K · Q8_K, the integer sums of `ggml_vec_dot_q4_K_q8_K`: per 64 elements one `vpdpbusd`
-/// (lanes 0..8 group 2j, 8..16 group 2j + 1) times the groups' scales; the mins term as in
-/// the AVX2 kernel.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let m4 = _mm512_set1_epi8(0xF);
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (x, y) in blocks::<Q4K, Q8K>(n, QK_K, w, a) {
-        let yd = f32_at(&y[0..]);
-        let (xd, xdmin) = fp16x2(&x[0..]);
-        let u = k4_utmp(&x[4..16]);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(-yd * xdmin), k_mins(&u, y), acc_m);
-        let scales = _mm512_cvtepu8_epi32(_mm_set_epi32(0, 0, u[1] as i32, u[0] as i32));
-        let mut sumi = _mm512_setzero_si512();
-        for j in 0..QK_K / 64 {
-            let q4bits = load256(&x[16 + 32 * j..]);
-            let q4 = _mm512_and_si512(join256(q4bits, _mm256_srli_epi16::<4>(q4bits)), m4);
-            let q8 = load512(&y[Q8K_QS + 64 * j..]);
-            let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q4, q8);
-            let (g0, g1) = (2 * j as i32, 2 * j as i32 + 1);
-            let idx = _mm512_set_epi32(
-                g1, g1, g1, g1, g1, g1, g1, g1, g0, g0, g0, g0, g0, g0, g0, g0,
-            );
-            let sc = _mm512_permutexvar_epi32(idx, scales);
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
-        }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(yd * xd), _mm512_cvtepi32_ps(sumi), acc);
-    }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(acc_m)
-}
-
-/// The Q4_K / Q5_K mins term of one super-block: pairwise-summed `bsums` (one per group of 32)
-/// times the 8 mins (`utmp` words 2..4), as 4 i32 lanes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn k_mins(u: &[u32; 4], y: &[u8]) -> __m128 {
-    let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, u[3] as i32, u[2] as i32));
-    let q8sums = load256(&y[Q8K_BSUMS..]);
-    let q8s = _mm_hadd_epi16(
-        _mm256_castsi256_si128(q8sums),
-        _mm256_extracti128_si256::<1>(q8sums),
-    );
-    _mm_cvtepi32_ps(_mm_madd_epi16(mins, q8s))
-}
-
-/// Q5_K · Q8_K, the integer sums of `ggml_vec_dot_q5_K_q8_K`: as the Q4_K kernel, with bit
-/// `2j` (low nibbles) and `2j + 1` (high nibbles) of `qh` adding 16.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let m4 = _mm512_set1_epi8(0xF);
-    let one = _mm512_set1_epi8(1);
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (x, y) in blocks::<Q5K, Q8K>(n, QK_K, w, a) {
-        // d, dmin, scales[12], qh[32] at 16, qs[128] at 48.
-        let yd = f32_at(&y[0..]);
-        let (xd, xdmin) = fp16x2(&x[0..]);
-        let u = k4_utmp(&x[4..16]);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(-yd * xdmin), k_mins(&u, y), acc_m);
-        let scales = _mm512_cvtepu8_epi32(_mm_set_epi32(0, 0, u[1] as i32, u[0] as i32));
-        let qh = load256(&x[16..]);
-        let qh = join256(qh, _mm256_srli_epi16::<1>(qh));
-        let mut sumi = _mm512_setzero_si512();
-        for j in 0..QK_K / 64 {
-            let q5bits = load256(&x[48 + 32 * j..]);
-            let low = _mm512_and_si512(join256(q5bits, _mm256_srli_epi16::<4>(q5bits)), m4);
-            let bit = _mm_cvtsi64_si128(2 * j as i64);
-            let high = _mm512_and_si512(_mm512_srl_epi16(qh, bit), one);
-            let q5 = _mm512_or_si512(low, _mm512_slli_epi16::<4>(high));
-            let q8 = load512(&y[Q8K_QS + 64 * j..]);
-            let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q5, q8);
-            let (g0, g1) = (2 * j as i32, 2 * j as i32 + 1);
-            let idx = _mm512_set_epi32(
-                g1, g1, g1, g1, g1, g1, g1, g1, g0, g0, g0, g0, g0, g0, g0, g0,
-            );
-            let sc = _mm512_permutexvar_epi32(idx, scales);
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
-        }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(yd * xd), _mm512_cvtepi32_ps(sumi), acc);
-    }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(acc_m)
-}
-
-/// Q6_K · Q8_K, the integer sums of `ggml_vec_dot_q6_K_q8_K`: unsigned 6-bit quants against
-/// the activations 64 at a time, each group's scale applied with an integer multiply, and the
-/// bias 32 taken out once per super-block as `32 * sum(scale * bsum)`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let m4 = _mm512_set1_epi8(0xF);
-    let m2 = _mm512_set1_epi8(3);
-    let mut acc = _mm512_setzero_ps();
-    for (x, y) in blocks::<Q6K, Q8K>(n, QK_K, w, a) {
-        // ql at 0..128, qh at 128..192, scales at 192..208, d at 208.
-        let d = f32_at(&y[0..]) * super::x86_avx2::fp16(&x[208..]);
-        let scales8 = load128(&x[192..]);
-        let scales = _mm512_cvtepi8_epi32(scales8);
-        let bias = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales8), load256(&y[Q8K_BSUMS..]));
-        let mut sumi = _mm512_slli_epi32::<5>(_mm512_zextsi256_si512(bias));
-        sumi = _mm512_sub_epi32(_mm512_setzero_si512(), sumi);
-        for j in 0..QK_K / 128 {
-            let ql = load512(&x[64 * j..]);
-            let qh = load256(&x[128 + 32 * j..]);
-            // Elements 0..64 of this 128: low nibbles with qh bits 0-1, then 2-3;
-            // elements 64..128: high nibbles with qh bits 4-5, then 6-7.
-            let qh2 = join256(qh, _mm256_srli_epi16::<2>(qh));
-            let lo = _mm512_or_si512(
-                _mm512_and_si512(ql, m4),
-                _mm512_slli_epi16::<4>(_mm512_and_si512(qh2, m2)),
-            );
-            let hi = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
-                _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srli_epi16::<4>(qh2), m2)),
-            );
-            for (k, q) in [lo, hi].into_iter().enumerate() {
-                let q8 = load512(&y[Q8K_QS + 128 * j + 64 * k..]);
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, q8);
-                // Four lanes per group of 16: groups 8j + 4k .. 8j + 4k + 4.
-                let g = 8 * j as i32 + 4 * k as i32;
-                let idx = _mm512_set_epi32(
-                    g + 3,
-                    g + 3,
-                    g + 3,
-                    g + 3,
-                    g + 2,
-                    g + 2,
-                    g + 2,
-                    g + 2,
-                    g + 1,
-                    g + 1,
-                    g + 1,
-                    g + 1,
-                    g,
-                    g,
-                    g,
-                    g,
-                );
-                let sc = _mm512_permutexvar_epi32(idx, scales);
-                sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
-            }
-        }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
-    }
-    _mm512_reduce_add_ps(acc)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Plain floats: ggml's `GGML_SIMD` AVX-512 path (`STEP` 64 in four 16-lane accumulators,
 // `GGML_F32x16_REDUCE`), the rest in f64.
 
@@ -526,8 +376,11 @@ kernel_list!(
     Q4_1 => vec_dot_q4_1_q8_1,
     Q5_1 => vec_dot_q5_1_q8_1,
     IQ4_NL => vec_dot_iq4_nl_q8_0,
+    IQ4_XS => vec_dot_iq4_xs_q8_k,
     Q5_0 => vec_dot_q5_0_q8_0,
     Q8_0 => vec_dot_q8_0_q8_0,
+    Q2_K => vec_dot_q2_k_q8_k,
+    Q3_K => vec_dot_q3_k_q8_k,
     Q4_K => vec_dot_q4_k_q8_k,
     Q5_K => vec_dot_q5_k_q8_k,
     Q6_K => vec_dot_q6_k_q8_k,
