@@ -17,30 +17,36 @@ mod k_quants;
 mod legacy;
 
 pub(super) const QK: usize = 32;
-/// Byte sizes of the blocks read here (asserted against ggml-compat in the tests of `mod.rs`'s
-/// callers through the golden data; the layouts are those of `ggml_compat::blocks`).
-pub(super) const Q4_0: usize = 18;
-pub(super) const Q4_1: usize = 20;
-pub(super) const Q5_0: usize = 22;
-pub(super) const Q5_1: usize = 24;
-pub(super) const Q8_0: usize = 34;
-pub(super) const Q8_1: usize = 36;
-pub(super) const Q2K: usize = 84;
-pub(super) const Q3K: usize = 110;
-pub(super) const Q4K: usize = 144;
-pub(super) const Q5K: usize = 176;
-pub(super) const IQ4NL: usize = 18;
-pub(super) const IQ4XS: usize = 136;
-pub(super) const TQ1_0: usize = 54;
-pub(super) const TQ2_0: usize = 66;
-pub(super) const MXFP4: usize = 17;
-pub(super) const Q1_0: usize = 18;
-pub(super) const Q2_0: usize = 18;
-pub(super) const Q6K: usize = 210;
-pub(super) const Q8K: usize = 292;
-/// Offsets inside a Q8_K block: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`.
-pub(super) const Q8K_QS: usize = 4;
-pub(super) const Q8K_BSUMS: usize = 260;
+
+/// Byte sizes of the blocks read here, from ggml-compat's `#[repr(C)]` twins of ggml-common.h
+/// (field offsets are spelled out at each use, in comments where not obvious).
+mod sizes {
+    use ggml_compat::blocks::*;
+    use std::mem::size_of;
+    pub(in crate::kernels) const Q4_0: usize = size_of::<BlockQ4_0>();
+    pub(in crate::kernels) const Q4_1: usize = size_of::<BlockQ4_1>();
+    pub(in crate::kernels) const Q5_0: usize = size_of::<BlockQ5_0>();
+    pub(in crate::kernels) const Q5_1: usize = size_of::<BlockQ5_1>();
+    pub(in crate::kernels) const Q8_0: usize = size_of::<BlockQ8_0>();
+    pub(in crate::kernels) const Q8_1: usize = size_of::<BlockQ8_1>();
+    pub(in crate::kernels) const Q2K: usize = size_of::<BlockQ2K>();
+    pub(in crate::kernels) const Q3K: usize = size_of::<BlockQ3K>();
+    pub(in crate::kernels) const Q4K: usize = size_of::<BlockQ4K>();
+    pub(in crate::kernels) const Q5K: usize = size_of::<BlockQ5K>();
+    pub(in crate::kernels) const Q6K: usize = size_of::<BlockQ6K>();
+    pub(in crate::kernels) const Q8K: usize = size_of::<BlockQ8K>();
+    pub(in crate::kernels) const IQ4NL: usize = size_of::<BlockIQ4NL>();
+    pub(in crate::kernels) const IQ4XS: usize = size_of::<BlockIQ4XS>();
+    pub(in crate::kernels) const TQ1_0: usize = size_of::<BlockTQ1_0>();
+    pub(in crate::kernels) const TQ2_0: usize = size_of::<BlockTQ2_0>();
+    pub(in crate::kernels) const MXFP4: usize = size_of::<BlockMXFP4>();
+    pub(in crate::kernels) const Q1_0: usize = size_of::<BlockQ1_0>();
+    pub(in crate::kernels) const Q2_0: usize = size_of::<BlockQ2_0>();
+    /// Offsets inside a Q8_K block (`d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`).
+    pub(in crate::kernels) const Q8K_QS: usize = std::mem::offset_of!(BlockQ8K, qs);
+    pub(in crate::kernels) const Q8K_BSUMS: usize = std::mem::offset_of!(BlockQ8K, bsums);
+}
+pub(super) use sizes::*;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers (ggml's names).

@@ -1,5 +1,6 @@
-//! AVX-512 (F/BW/VL) + VNNI kernels for the types real models use. ggml has no AVX-512 kernels
-//! of its own for most of these (its AVX2 code only swaps in `vpdpbusd` when built with
+//! AVX-512 (F/BW/VL) + VNNI kernels for the float and the common integer types (the rest keep
+//! their AVX2 kernels in the AVX-512 table). ggml has no AVX-512 kernels of its own for most of
+//! these (its AVX2 code only swaps in `vpdpbusd` when built with
 //! `__AVX512VNNI__`), so these are kiln's: the same integer sums per block as the scalar twins,
 //! computed 64 bytes at a time with `_mm512_dpbusd_epi32`, and the float sums in yet another
 //! order — which the tests bound like ggml's.
