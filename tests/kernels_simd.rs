@@ -65,10 +65,20 @@ fn tables_hold_their_simd_kernels() {
         let isa = table.isa();
         // Each type listed for this instruction set or a lower one uses the kernel of the
         // highest such instruction set that lists it.
-        let layers: Vec<Isa> = Isa::ALL
-            .into_iter()
-            .filter(|l| (*l as u8) <= (isa as u8))
-            .collect();
+        let layers = isa.layers();
+        assert_eq!(
+            layers.first(),
+            Some(&Isa::Scalar),
+            "{isa} table not built on scalar"
+        );
+        assert_eq!(layers.last(), Some(&isa));
+        for pair in layers.windows(2) {
+            let (base, above) = (pair[0].features(), pair[1].features());
+            assert!(
+                base.iter().all(|f| above.contains(f)),
+                "{isa}: base features not a subset"
+            );
+        }
         for ty in kernels::supported_types() {
             let want = layers
                 .iter()

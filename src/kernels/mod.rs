@@ -38,7 +38,8 @@ pub struct TypeKernels {
     pub vec_dot: VecDot,
 }
 
-/// An instruction set kiln has kernels for. Order: each one's table builds on the previous.
+/// An instruction set kiln has kernels for. Each one's table builds on its [`Isa::base`]; a
+/// NEON variant would have `Scalar` as its base and its own detection in `cpu_has`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// Portable Rust, the specification (ggml's `*_generic`).
@@ -50,8 +51,26 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// Every instruction set, best last.
+    /// Every instruction set, in order of preference (best last).
     pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+
+    /// The instruction set whose table this one's starts from (its features are a subset of
+    /// this one's), or `None` for `Scalar`.
+    pub fn base(self) -> Option<Isa> {
+        match self {
+            Isa::Scalar => None,
+            Isa::Avx2 => Some(Isa::Scalar),
+            Isa::Avx512 => Some(Isa::Avx2),
+        }
+    }
+
+    /// The chain of instruction sets this one's table is built from: `Scalar` first, `self`
+    /// last. A type takes the kernel of the last one in the chain that has one.
+    pub fn layers(self) -> Vec<Isa> {
+        let mut chain: Vec<Isa> = std::iter::successors(Some(self), |isa| isa.base()).collect();
+        chain.reverse();
+        chain
+    }
 
     /// The name `KILN_KERNELS` takes and `-v` prints.
     pub fn name(self) -> &'static str {
@@ -200,10 +219,10 @@ impl KernelTable {
                 isa: Isa::Scalar,
             })
             .collect();
-        for layer in Isa::ALL.into_iter().filter(|l| *l as u8 <= isa as u8) {
+        for layer in isa.layers() {
             // SAFETY: `layer`'s features are a subset of `isa`'s (each instruction set's list
-            // extends the previous one), and `isa.missing_feature()` was `None` above, so the
-            // CPU runs every kernel installed here.
+            // extends its base's), and `isa.missing_feature()` was `None` above, so the CPU
+            // runs every kernel installed here.
             for &(ty, vec_dot) in unsafe { layer.own_kernels() } {
                 if let Some(e) = entries.iter_mut().find(|e| e.ty == ty) {
                     e.kernels.vec_dot = vec_dot;
@@ -233,8 +252,9 @@ impl KernelTable {
 
 /// The table of `isa`, built on first use, or why this CPU cannot run it.
 pub fn table(isa: Isa) -> Result<&'static KernelTable, KernelsError> {
-    static TABLES: [OnceLock<Result<KernelTable, KernelsError>>; 3] =
-        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static TABLES: [OnceLock<Result<KernelTable, KernelsError>>; Isa::ALL.len()] =
+        [const { OnceLock::new() }; Isa::ALL.len()];
+    // Discriminants are positions in `Isa::ALL`.
     TABLES[isa as usize]
         .get_or_init(|| KernelTable::build(isa))
         .as_ref()
