@@ -202,8 +202,8 @@ pub struct KernelTable {
 }
 
 impl KernelTable {
-    /// Builds the table of `isa`: the scalar table, overridden by each instruction set up to
-    /// `isa` in turn.
+    /// Builds the table of `isa`: the scalar table, overridden by each instruction set of
+    /// [`Isa::layers`] in turn.
     fn build(isa: Isa) -> Result<KernelTable, KernelsError> {
         if let Some(missing) = isa.missing_feature() {
             return Err(KernelsError::Unavailable {
