@@ -215,10 +215,7 @@ fn quantized_weights_match_reference() {
             let sums = q8_1_sums(&x, cols);
             let blocks = cols / 32;
             let exact = |t: usize, r: usize| -> f64 {
-                let (wr, at) = (
-                    &w_seen[r * cols..(r + 1) * cols],
-                    &a_seen[t * cols..(t + 1) * cols],
-                );
+                let (wr, at) = (&w_seen[r * cols..(r + 1) * cols], &a_seen[t * cols..(t + 1) * cols]);
                 let plain: f64 = wr.iter().zip(at).map(|(w, a)| *w as f64 * *a as f64).sum();
                 let correction: f64 = (0..blocks)
                     .map(|b| {
