@@ -28,7 +28,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    // Pick the kernels once, up front: a bad KILN_KERNELS is an error, not a silent fallback.
+    if let Err(e) = kiln::kernels::init() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Run(args) => cli::run::run(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
