@@ -25,6 +25,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Perplexity of a model on a text file (llama-perplexity's protocol).
     Perplexity(cli::perplexity::PerplexityArgs),
+    /// Tokens per second, llama-bench's tests and output (pp512, tg128).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Run(args) => cli::run::run(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
