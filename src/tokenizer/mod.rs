@@ -10,6 +10,9 @@ mod unicode;
 mod unicode_data;
 pub mod vocab;
 
+#[cfg(test)]
+mod tests;
+
 pub use pretokenize::PreTokenizer;
 pub use vocab::{attr, TokenData, Vocab, VocabSpec, VocabType};
 
