@@ -29,7 +29,7 @@ fn spm(normal: &[(&str, f32)], user: &[&str], name: &str) -> Tokenizer {
     scores.resize(spec.tokens.len(), 0.0);
     spec.scores = Some(scores);
     spec.token_types = Some(types);
-    Tokenizer::new(Vocab::from_spec(&spec).expect("valid spec"))
+    Tokenizer::new(Vocab::from_spec(spec).expect("valid spec"))
 }
 
 fn id(tok: &Tokenizer, text: &str) -> u32 {
@@ -144,17 +144,17 @@ fn bpe_requires_merges_and_a_known_pre_tokenizer() {
         ..VocabSpec::default()
     };
     assert!(matches!(
-        Vocab::from_spec(&spec),
+        Vocab::from_spec(spec.clone()),
         Err(TokenizerError::MissingKey { .. })
     ));
     spec.merges = Some(vec![]);
     spec.pre = Some("no-such-pre".into());
     assert!(matches!(
-        Vocab::from_spec(&spec),
+        Vocab::from_spec(spec.clone()),
         Err(TokenizerError::UnsupportedPre(_))
     ));
     spec.pre = Some("qwen2".into());
-    let v = Vocab::from_spec(&spec).expect("valid");
+    let v = Vocab::from_spec(spec.clone()).expect("valid");
     assert_eq!(
         (v.bos, v.eos),
         (None, None),

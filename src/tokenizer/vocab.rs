@@ -2,6 +2,7 @@
 //! `llama_vocab::impl::load` (src/llama-vocab.cpp) applies for each model and pre-tokenizer.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::bpe::Merges;
 use super::pretokenize::PreTokenizer;
@@ -68,7 +69,7 @@ pub struct Vocab {
     /// The BPE pre-tokenizer (`None` for SPM).
     pub pre: Option<PreTokenizer>,
     pub(crate) tokens: Vec<TokenData>,
-    token_to_id: HashMap<Box<str>, u32>,
+    token_to_id: HashMap<Box<str>, u32, FastHash>,
     pub(crate) merges: Merges,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
@@ -230,7 +231,7 @@ impl Vocab {
     /// Builds the vocabulary like `llama_vocab::impl::load`: model and pre-tokenizer
     /// defaults first, then the metadata overrides, then the text-based detection of
     /// EOT/FIM/EOG tokens and the special-token and piece caches.
-    pub fn from_spec(spec: &VocabSpec) -> Result<Vocab, TokenizerError> {
+    pub fn from_spec(spec: VocabSpec) -> Result<Vocab, TokenizerError> {
         let n = spec.tokens.len();
         let flag = |k: &str| spec.flags.get(k).copied();
         // model defaults: (kind, bos, eos, unk)
@@ -243,7 +244,7 @@ impl Vocab {
             kind,
             pre: None,
             tokens: Vec::with_capacity(n),
-            token_to_id: HashMap::with_capacity(n),
+            token_to_id: HashMap::with_capacity_and_hasher(n, FastHash::default()),
             merges: Merges::default(),
             bos: None,
             eos: None,
@@ -580,6 +581,45 @@ impl Vocab {
     /// `llama_vocab::is_eog`
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog.contains(&id)
+    }
+}
+
+/// A multiply-rotate hash (FxHash) for the token maps: token lookups dominate tokenizing
+/// time, and the keys are not chosen by an adversary at run time.
+pub(crate) type FastHash = BuildHasherDefault<FxHasher>;
+
+#[derive(Default)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(buf) ^ (rest.len() as u64) << 56);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
