@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use kiln::ggml_compat::gguf::GgufFile;
 use kiln::tokenizer::Tokenizer;
 
+#[path = "tokenizer/oracle.rs"]
+mod oracle;
+
 fn vocab_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vocab")
 }
@@ -109,4 +112,5 @@ fn gpt_neox_loads_with_default_pre_tokenizer() {
     );
     let text = "Hello world, 12345 (test)";
     assert_eq!(tok.decode(&tok.encode(text, false, false)), text);
+    oracle::check("gpt-neox", &tok, true);
 }
