@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use kiln::ggml_compat::gguf::GgufFile;
-use kiln::tokenizer::Tokenizer;
+use kiln::tokenizer::{Tokenizer, Vocab, VocabSpec};
 
 #[path = "tokenizer/oracle.rs"]
 mod oracle;
@@ -113,4 +113,47 @@ fn gpt_neox_loads_with_default_pre_tokenizer() {
     let text = "Hello world, 12345 (test)";
     assert_eq!(tok.decode(&tok.encode(text, false, false)), text);
     oracle::check("gpt-neox", &tok, true);
+}
+
+/// Every pre-tokenizer family on a real 128k BPE vocabulary: llama-bpe's vocabulary with
+/// `tokenizer.ggml.pre` replaced (or removed), against llama.cpp on the same files.
+#[test]
+fn llama_bpe_vocab_under_every_pre_tokenizer() {
+    let file = GgufFile::open(vocab_dir().join("ggml-vocab-llama-bpe.gguf"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = VocabSpec::from_gguf(&file).unwrap_or_else(|e| panic!("{e}"));
+    for pre in [
+        "qwen2",
+        "smollm",
+        "deepseek-coder",
+        "falcon",
+        "starcoder",
+        "gpt-2",
+        "default",
+        "chatglm-bpe",
+        "dbrx",
+        "command-r",
+        "megrez",
+        "trillion",
+        "stablelm2",
+        "none",
+    ] {
+        let mut spec = base.clone();
+        spec.pre = (pre != "none").then(|| pre.to_string());
+        let tok = Tokenizer::new(Vocab::from_spec(spec).unwrap_or_else(|e| panic!("{pre}: {e}")));
+        oracle::check(&format!("llama-bpe-as-{pre}"), &tok, true);
+    }
+}
+
+/// SPM without the prefix space and with EOS added (llama-spm's vocabulary with
+/// `add_space_prefix = false`, `add_eos_token = true`), against llama.cpp on the same file.
+#[test]
+fn llama_spm_vocab_without_prefix_space_with_eos() {
+    let file = GgufFile::open(vocab_dir().join("ggml-vocab-llama-spm.gguf"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut spec = VocabSpec::from_gguf(&file).unwrap_or_else(|e| panic!("{e}"));
+    spec.flags.insert("add_space_prefix".into(), false);
+    spec.flags.insert("add_eos_token".into(), true);
+    let tok = Tokenizer::new(Vocab::from_spec(spec).unwrap_or_else(|e| panic!("{e}")));
+    oracle::check("llama-spm-no-prefix-add-eos", &tok, true);
 }
