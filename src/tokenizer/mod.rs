@@ -4,6 +4,7 @@
 
 mod bpe;
 mod gguf;
+mod hash_order;
 pub mod pretokenize;
 mod spm;
 mod unicode;

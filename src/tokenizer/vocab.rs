@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::bpe::Merges;
+use super::hash_order;
 use super::pretokenize::PreTokenizer;
 use super::unicode;
 use super::TokenizerError;
@@ -407,19 +408,50 @@ impl Vocab {
 
     /// Text-based EOT/EOM/FIM/EOG detection and the unused/EOG fix-ups of `load`.
     fn detect_special_tokens(&mut self) {
-        // llama.cpp walks an unordered_map, so when several candidates exist the one it picks
-        // depends on hashing; we take the first in its list order instead.
+        // llama.cpp takes the first candidate its unordered_map yields; replay that order
+        // when it matters (several candidates present), else any candidate is the answer
+        let lists: Vec<(&[&str], bool)> = [
+            (&EOT_TEXTS[..], self.eot.is_none()),
+            (&["<|eom_id|>"][..], self.eom.is_none()),
+        ]
+        .into_iter()
+        .chain(
+            FIM_TEXTS
+                .iter()
+                .zip(self.fim)
+                .map(|(t, id)| (*t, id.is_none())),
+        )
+        .collect();
+        let ambiguous = lists.iter().any(|&(texts, open)| {
+            open && texts
+                .iter()
+                .filter(|t| self.text_to_token(t).is_some())
+                .count()
+                > 1
+        });
+        let order = if ambiguous {
+            hash_order::token_to_id_order(self.tokens.iter().map(|t| t.text.as_str()))
+        } else {
+            None
+        };
+        let pick = |v: &Self, texts: &[&str]| -> Option<u32> {
+            let ids: Vec<u32> = texts.iter().filter_map(|t| v.text_to_token(t)).collect();
+            match (&order, ids.len()) {
+                (Some(order), 2..) => order.iter().copied().find(|id| ids.contains(id)),
+                _ => ids.first().copied(),
+            }
+        };
         if self.eot.is_none() {
-            self.eot = self.find_first(&EOT_TEXTS);
+            self.eot = pick(self, &EOT_TEXTS);
             self.mark_control(self.eot);
         }
         if self.eom.is_none() {
-            self.eom = self.find_first(&["<|eom_id|>"]);
+            self.eom = pick(self, &["<|eom_id|>"]);
             self.mark_control(self.eom);
         }
         for (slot, texts) in FIM_TEXTS.iter().enumerate() {
             if self.fim[slot].is_none() {
-                self.fim[slot] = self.find_first(texts);
+                self.fim[slot] = pick(self, texts);
                 self.mark_control(self.fim[slot]);
             }
         }
@@ -467,10 +499,6 @@ impl Vocab {
                 self.tokens[s as usize].attr = attr::NORMAL;
             }
         }
-    }
-
-    fn find_first(&self, texts: &[&str]) -> Option<u32> {
-        texts.iter().find_map(|t| self.text_to_token(t))
     }
 
     fn mark_control(&mut self, id: Option<u32>) {

@@ -29,9 +29,7 @@ fn id_or_none(s: &str) -> Option<u32> {
 }
 
 /// Compares tokenize, detokenize and the special ids with llama.cpp's answers for `name`.
-/// `check_eot` is false where several EOT candidates exist and llama.cpp's pick depends on
-/// its hash map's iteration order.
-pub fn check(name: &str, tok: &Tokenizer, check_eot: bool) {
+pub fn check(name: &str, tok: &Tokenizer) {
     let path = format!(
         "{}/tests/data/tokenizer/{name}.tsv",
         env!("CARGO_MANIFEST_DIR")
@@ -41,9 +39,7 @@ pub fn check(name: &str, tok: &Tokenizer, check_eot: bool) {
     let meta = lines.next().expect("meta line");
     assert_eq!(tok.bos(), id_or_none(field(meta, "bos")), "{name}: bos");
     assert_eq!(tok.eos(), id_or_none(field(meta, "eos")), "{name}: eos");
-    if check_eot {
-        assert_eq!(tok.eot(), id_or_none(field(meta, "eot")), "{name}: eot");
-    }
+    assert_eq!(tok.eot(), id_or_none(field(meta, "eot")), "{name}: eot");
     assert_eq!(
         tok.add_bos(),
         field(meta, "add_bos") == "1",
