@@ -78,6 +78,44 @@ fn golden_cases(name: &str) -> Vec<Case> {
         .collect()
 }
 
+/// The prompts of the logits goldens: their ids (BOS as the metadata asks, special tokens
+/// parsed) and the text of the greedy continuation.
+fn check_prompts(name: &str, tok: &Tokenizer) {
+    let path = format!(
+        "{}/../shared/golden/models/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let json: serde_json::Value =
+        serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let prompts = json["prompts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{path}: no prompts"));
+    assert!(!prompts.is_empty());
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .expect("ids")
+            .iter()
+            .map(|x| x.as_u64().expect("id") as u32)
+            .collect()
+    };
+    for p in prompts {
+        let prompt = p["prompt"].as_str().expect("prompt");
+        assert_eq!(
+            tok.encode(prompt, true, true),
+            ids(&p["ids"]),
+            "{name}: prompt {prompt:?}"
+        );
+        let greedy = ids(&p["greedy_ids"]);
+        let text = p["greedy_text"].as_str().expect("greedy_text");
+        assert_eq!(tok.decode(&greedy), text, "{name}: greedy text");
+        let mut stream = tok.stream_decoder();
+        let mut streamed: String = greedy.iter().map(|&id| stream.push(id)).collect();
+        streamed.push_str(&stream.flush());
+        assert_eq!(streamed, text, "{name}: streamed greedy text");
+    }
+}
+
 fn check_golden(name: &str, tok: &Tokenizer) {
     let cases = golden_cases(name);
     assert!(cases.len() >= 20, "{name}: only {} cases", cases.len());
@@ -135,6 +173,7 @@ fn check_round_trip(name: &str, tok: &Tokenizer) {
 fn smollm2_matches_llama_cpp() {
     let tok = load(SMOLLM2);
     check_golden(SMOLLM2, &tok);
+    check_prompts(SMOLLM2, &tok);
     check_round_trip(SMOLLM2, &tok);
     oracle::check("smollm2", &tok);
     assert!(!tok.add_bos());
@@ -157,6 +196,7 @@ fn smollm2_matches_llama_cpp() {
 fn gemma3_matches_llama_cpp() {
     let tok = load(GEMMA3);
     check_golden(GEMMA3, &tok);
+    check_prompts(GEMMA3, &tok);
     check_round_trip(GEMMA3, &tok);
     oracle::check("gemma3", &tok);
     assert!(tok.add_bos());
