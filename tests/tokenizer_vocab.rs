@@ -167,6 +167,7 @@ fn llama_bpe_vocab_under_every_pre_tokenizer() {
         "megrez",
         "trillion",
         "stablelm2",
+        "qwen35",
         "none",
     ] {
         let mut spec = base.clone();

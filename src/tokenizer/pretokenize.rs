@@ -65,8 +65,9 @@ pub(crate) enum Stage {
     Gpt2,
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
     /// — `unicode_regex_split_custom_llama3` for `digits == 3`; with `digits == 1` it is the
-    /// Qwen2 regex, which llama.cpp runs through `std::regex` with the same result.
-    Llama3 { digits: usize },
+    /// Qwen2 regex (`unicode_regex_split_custom_qwen2`). With `marks`, letter runs also take
+    /// `\p{M}` (`[\p{L}\p{M}]+`, `[^\s\p{L}\p{M}\p{N}]`): Qwen3.5's regex.
+    Llama3 { digits: usize, marks: bool },
     /// `class+`
     Run(Class),
     /// `class`
@@ -92,6 +93,8 @@ pub enum PreTokenizer {
     Gpt2,
     /// qwen2 / stablelm2 / hunyuan / megrez
     Qwen2,
+    /// qwen35
+    Qwen35,
 }
 
 impl PreTokenizer {
@@ -104,7 +107,10 @@ impl PreTokenizer {
                 Stage::Run(Number),
                 Stage::AsciiDigits3,
             ],
-            PreTokenizer::Llama3 => &[Stage::Llama3 { digits: 3 }],
+            PreTokenizer::Llama3 => &[Stage::Llama3 {
+                digits: 3,
+                marks: false,
+            }],
             PreTokenizer::DeepseekCoder => &[
                 Stage::One(CrLf),
                 Stage::SpaceRun(Letter),
@@ -115,7 +121,14 @@ impl PreTokenizer {
             PreTokenizer::Falcon => &[Stage::Run(PunctFalcon), Stage::Gpt2, Stage::AsciiDigits3],
             PreTokenizer::Starcoder => &[Stage::One(Number), Stage::Gpt2],
             PreTokenizer::Gpt2 => &[Stage::Gpt2],
-            PreTokenizer::Qwen2 => &[Stage::Llama3 { digits: 1 }],
+            PreTokenizer::Qwen2 => &[Stage::Llama3 {
+                digits: 1,
+                marks: false,
+            }],
+            PreTokenizer::Qwen35 => &[Stage::Llama3 {
+                digits: 1,
+                marks: true,
+            }],
         }
     }
 }
@@ -165,7 +178,7 @@ impl Seg<'_> {
     fn match_at(&self, stage: Stage, p: usize) -> Option<usize> {
         match stage {
             Stage::Gpt2 => Some(self.gpt2(p)),
-            Stage::Llama3 { digits } => Some(self.llama3(p, digits)),
+            Stage::Llama3 { digits, marks } => Some(self.llama3(p, digits, marks)),
             Stage::Run(c) => self.in_class(p, c).then(|| self.run(p, c) - p),
             Stage::One(c) => self.in_class(p, c).then_some(1),
             Stage::AsciiDigits3 => (0..3)
@@ -232,25 +245,27 @@ impl Seg<'_> {
         self.trailing_space(p, n)
     }
 
-    fn llama3(&self, p: usize, digits: usize) -> usize {
+    fn llama3(&self, p: usize, digits: usize, marks: bool) -> usize {
         if let Some(n) = self.contraction(p, true) {
             return n;
         }
         let f = self.fl(p);
+        let word = |f: Flags| f.is_letter() || (marks && f.is_mark());
         // [^\r\n\p{L}\p{N}]?\p{L}+
         if !(self.is(p, '\r') || self.is(p, '\n') || f.is_number())
-            && (f.is_letter() || self.fl(p + 1).is_letter())
+            && (word(f) || word(self.fl(p + 1)))
         {
-            return self.run_while(p + 1, Flags::is_letter) - p;
+            return self.run_while(p + 1, word) - p;
         }
         // \p{N}{1,digits}
         if f.is_number() {
             return (self.run_while(p, Flags::is_number) - p).min(digits);
         }
         // ` ?[^\s\p{L}\p{N}]+[\r\n]*`; llama.cpp tests the current flags for "in range" here
+        let other = |f: Flags| Self::other(f) && !(marks && f.is_mark());
         let space = self.is(p, ' ') as usize;
-        if Self::other(self.fl(p + space)) || (space == 1 && self.fl(p + 1) == Flags::OUT) {
-            let mut q = self.run_while(p + space, Self::other);
+        if other(self.fl(p + space)) || (space == 1 && self.fl(p + 1) == Flags::OUT) {
+            let mut q = self.run_while(p + space, other);
             while self.is(q, '\r') || self.is(q, '\n') {
                 q += 1;
             }

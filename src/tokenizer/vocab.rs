@@ -224,6 +224,7 @@ fn pre_type(pre: &str) -> Option<(PreTokenizer, bool, bool, bool, bool)> {
             (Qwen2, false, false, false, false)
         }
         "megrez" | "stablelm2" => (Qwen2, true, false, false, false),
+        "qwen35" => (Qwen35, false, false, false, false),
         _ => return None,
     })
 }
