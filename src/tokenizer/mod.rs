@@ -6,6 +6,8 @@ mod bpe;
 mod gguf;
 mod hash_order;
 pub mod pretokenize;
+mod regex_split;
+mod regexes;
 mod spm;
 mod unicode;
 mod unicode_data;

@@ -8,6 +8,8 @@
 //! category. The regexes used here are small enough to write as matchers with the same
 //! leftmost-first, backtracking semantics; the comments give the regex each one stands for.
 
+use super::regex_split;
+use super::regexes as re;
 use super::unicode::{self, Flags};
 
 /// A character class as the collapsed `std::regex` sees it.
@@ -76,6 +78,8 @@ pub(crate) enum Stage {
     AsciiDigits3,
     /// `\s?class+`
     SpaceRun(Class),
+    /// Any other regex of llama.cpp's lists, run like its `std::regex` fallback.
+    Regex(&'static str),
 }
 
 /// The regex lists of `llm_tokenizer_bpe`, by `tokenizer.ggml.pre` family.
@@ -95,6 +99,58 @@ pub enum PreTokenizer {
     Qwen2,
     /// qwen35
     Qwen35,
+    /// deepseek-llm
+    DeepseekLlm,
+    /// deepseek-v3 / hunyuan-dense / joyai-llm / hy_v4
+    Deepseek3,
+    /// spark2_5
+    Spark25,
+    /// youtu
+    Youtu,
+    /// tekken
+    Tekken,
+    /// gpt-4o / llama4 / kanana2 / talkie / minimax-m2
+    Gpt4o,
+    /// jais-2
+    Jais2,
+    /// poro-chat / bloom / gpt3-finnish
+    Poro,
+    /// viking
+    Viking,
+    /// chameleon
+    Chameleon,
+    /// bailingmoe / bailingmoe2 / llada-moe
+    Bailingmoe,
+    /// seed-coder
+    SeedCoder,
+    /// ufakzeka
+    Ufakzeka,
+    /// grok-2
+    Grok2,
+    /// exaone-moe
+    ExaoneMoe,
+    /// minicpm5
+    Minicpm5,
+    /// laguna
+    Laguna,
+}
+
+/// `Stage::Regex` for each pattern of a list.
+macro_rules! regex_stages {
+    ($list:expr, $n:literal) => {{
+        const L: [&str; $n] = $list;
+        const fn build() -> [Stage; $n] {
+            let mut out = [Stage::Regex(""); $n];
+            let mut i = 0;
+            while i < $n {
+                out[i] = Stage::Regex(L[i]);
+                i += 1;
+            }
+            out
+        }
+        const S: [Stage; $n] = build();
+        &S
+    }};
 }
 
 impl PreTokenizer {
@@ -129,6 +185,43 @@ impl PreTokenizer {
                 digits: 1,
                 marks: true,
             }],
+            PreTokenizer::DeepseekLlm => regex_stages!(re::DEEPSEEK_LLM, 6),
+            PreTokenizer::Deepseek3 => regex_stages!(re::DEEPSEEK3_LLM, 3),
+            PreTokenizer::Spark25 => regex_stages!(re::SPARK2_5, 4),
+            PreTokenizer::Youtu => regex_stages!(re::YOUTU, 2),
+            PreTokenizer::Tekken => regex_stages!(re::TEKKEN, 1),
+            PreTokenizer::Gpt4o => regex_stages!(re::GPT4O, 1),
+            PreTokenizer::Jais2 => regex_stages!(re::JAIS2, 1),
+            PreTokenizer::Poro => regex_stages!(re::PORO, 1),
+            PreTokenizer::Viking => regex_stages!(re::VIKING, 2),
+            PreTokenizer::Chameleon => {
+                // the last regex is GPT-2's, which has the hand-written splitter
+                const C: [Stage; 6] = [
+                    Stage::Regex(re::CHAMELEON[0]),
+                    Stage::Regex(re::CHAMELEON[1]),
+                    Stage::Regex(re::CHAMELEON[2]),
+                    Stage::Regex(re::CHAMELEON[3]),
+                    Stage::Regex(re::CHAMELEON[4]),
+                    Stage::Gpt2,
+                ];
+                &C
+            }
+            PreTokenizer::Bailingmoe => regex_stages!(re::BAILINGMOE, 1),
+            PreTokenizer::SeedCoder => regex_stages!(re::SEED_CODER, 1),
+            PreTokenizer::Ufakzeka => regex_stages!(re::UFAKZEKA, 1),
+            PreTokenizer::Grok2 => &[Stage::Llama3 {
+                digits: 1,
+                marks: false,
+            }],
+            PreTokenizer::ExaoneMoe => regex_stages!(re::EXAONE_MOE, 1),
+            PreTokenizer::Minicpm5 => regex_stages!(re::MINICPM5, 2),
+            PreTokenizer::Laguna => &[
+                Stage::Regex("[^\\n]+|[\\n]+"),
+                Stage::Llama3 {
+                    digits: 1,
+                    marks: false,
+                },
+            ],
         }
     }
 }
@@ -184,6 +277,7 @@ impl Seg<'_> {
             Stage::AsciiDigits3 => (0..3)
                 .all(|i| self.cpt(p + i).is_some_and(|c| (0x30..=0x39).contains(&c)))
                 .then_some(3),
+            Stage::Regex(_) => None,
             Stage::SpaceRun(c) => {
                 if self.fl(p).whitespace && self.in_class(p + 1, c) {
                     Some(self.run(p + 1, c) - p)
@@ -298,6 +392,10 @@ pub(crate) fn split<'t>(text: &'t str, stages: &[Stage]) -> Vec<&'t str> {
     let s = Splitter { cpts, flags };
     let mut segs = vec![(0usize, s.cpts.len())];
     for &stage in stages {
+        if let Stage::Regex(pattern) = stage {
+            segs = regex_split::split(pattern, &s.cpts, &s.flags, &segs);
+            continue;
+        }
         let mut out = Vec::with_capacity(segs.len());
         for &(ini, len) in &segs {
             let seg = Seg {

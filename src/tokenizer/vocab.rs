@@ -208,7 +208,8 @@ fn pre_type(pre: &str) -> Option<(PreTokenizer, bool, bool, bool, bool)> {
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
         | "lfm2" | "jina-v5-nano" => (Llama3, true, true, true, false),
         "dbrx" | "smaug-bpe" => (Llama3, true, false, false, false),
-        "glm4" | "chatglm-bpe" => (Llama3, true, false, false, true),
+        "chatglm-bpe" => (Llama3, true, false, false, true),
+        "glm4" | "glm5" => (Llama3, true, true, false, true),
         "deepseek-coder" => (DeepseekCoder, false, false, false, false),
         "falcon" => (Falcon, true, false, false, false),
         "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
@@ -225,6 +226,28 @@ fn pre_type(pre: &str) -> Option<(PreTokenizer, bool, bool, bool, bool)> {
         }
         "megrez" | "stablelm2" => (Qwen2, true, false, false, false),
         "qwen35" => (Qwen35, false, false, false, false),
+        "deepseek-llm" => (DeepseekLlm, false, false, false, false),
+        "deepseek-v3" | "hunyuan-dense" | "hy_v4" | "joyai-llm" => {
+            (Deepseek3, false, false, false, false)
+        }
+        "spark2_5" => (Spark25, false, false, false, false),
+        "youtu" => (Youtu, false, true, false, false),
+        "tekken" => (Tekken, false, true, true, false),
+        "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => {
+            (Gpt4o, false, false, false, false)
+        }
+        "jais-2" => (Jais2, true, false, false, false),
+        "poro-chat" => (Poro, false, false, false, false),
+        "bloom" | "gpt3-finnish" => (Poro, true, false, false, false),
+        "viking" => (Viking, false, false, false, false),
+        "chameleon" => (Chameleon, false, false, true, false),
+        "bailingmoe" | "bailingmoe2" | "llada-moe" => (Bailingmoe, false, false, false, false),
+        "seed-coder" => (SeedCoder, false, false, false, false),
+        "ufakzeka" => (Ufakzeka, false, false, false, false),
+        "grok-2" => (Grok2, false, false, false, false),
+        "exaone-moe" => (ExaoneMoe, true, false, false, false),
+        "minicpm5" => (Minicpm5, true, true, false, false),
+        "laguna" => (Laguna, false, false, false, false),
         _ => return None,
     })
 }
@@ -278,6 +301,12 @@ impl Vocab {
                 let name = spec.pre.as_deref().unwrap_or("default");
                 let (pre, clean, ignore, add_bos, no_bos) = pre_type(name)
                     .ok_or_else(|| TokenizerError::UnsupportedPre(name.to_string()))?;
+                for stage in pre.stages() {
+                    if let super::pretokenize::Stage::Regex(p) = stage {
+                        super::regex_split::compiled(p)
+                            .map_err(|e| TokenizerError::UnsupportedPre(format!("{name}: {e}")))?;
+                    }
+                }
                 v.pre = Some(pre);
                 v.clean_spaces = clean;
                 v.ignore_merges = ignore;
