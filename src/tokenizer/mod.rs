@@ -1,6 +1,15 @@
 //! Tokenizers built from GGUF vocabularies, matching llama.cpp (`src/llama-vocab.cpp`,
 //! `src/unicode.cpp`) token for token: byte-level BPE (`gpt2`) with the pre-tokenizer named
 //! by `tokenizer.ggml.pre`, and SentencePiece (`llama`) with byte fallback.
+//!
+//! Layout: `vocab` (metadata → tokens, attributes, special ids, the defaults of
+//! `llama_vocab::load`), `pretokenize` (the hand-written splitters llama.cpp has for the
+//! GPT-2 / Llama-3 / Qwen2 regexes, small matchers for the simple ones) and `regex_split`
+//! (its `std::regex` fallback for the rest), `bpe` and `spm` (the two merge loops),
+//! `unicode` + `unicode_data` (codepoint categories, Unicode 15.1 as in llama.cpp) and
+//! `hash_order` (libstdc++'s `unordered_map` order, which decides EOT/FIM detection when a
+//! vocabulary has several candidates). The tests compare against llama.cpp itself
+//! (`tests/tokenizer/README.md`).
 
 mod bpe;
 mod gguf;
