@@ -3,6 +3,14 @@
 use ggml_compat::gguf::{GgufFile, Value, ValueType};
 
 use super::vocab::VocabSpec;
+
+impl VocabSpec {
+    /// The `tokenizer.ggml.*` metadata of `file`, as stored (no defaults applied); build
+    /// with `Vocab::from_spec` (`llama_vocab::load`), possibly after overriding fields.
+    pub fn from_gguf(file: &GgufFile) -> Result<VocabSpec, TokenizerError> {
+        spec_from_gguf(file)
+    }
+}
 use super::TokenizerError;
 
 const ID_KEYS: [&str; 17] = [
