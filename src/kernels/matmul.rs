@@ -220,8 +220,9 @@ impl MatmulScratch {
 /// importance matrix). F16 rounds to nearest even, as ggml-cpu's F16C conversion
 /// (`ggml_cpu_fp32_to_fp16`) does; the one difference is a NaN, which ggml_compat stores as the
 /// canonical quiet NaN of `ggml_fp32_to_fp16_row` where F16C keeps the payload's top bits (either
-/// way the dot product is NaN). BF16 is `GGML_FP32_TO_BF16`; quantized types use the reference
-/// quantizer.
+/// way the dot product is NaN). BF16 is `GGML_FP32_TO_BF16`. With a SIMD kernel table, Q8_0 and
+/// Q8_1 follow ggml-cpu's x86 `quantize_row_q8_0` / `quantize_row_q8_1` (see `act_quant.rs`);
+/// otherwise quantized types use the reference quantizer, as ggml's generic build does.
 pub fn quantize_activations(
     vec_dot_type: GgmlType,
     x: &[f32],
@@ -240,8 +241,16 @@ pub fn quantize_activations(
     if cols == 0 {
         return Ok(());
     }
+    // ggml's x86 builds convert Q8_0 / Q8_1 activations with their own SIMD `from_float`,
+    // which rounds differently from the reference quantizer; the scalar table is ggml's generic
+    // build, which uses the reference.
+    let x86 = super::active_isa() != "scalar";
     for (src, out) in x.chunks_exact(cols).zip(dst.chunks_exact_mut(row_bytes)) {
-        quantize_row(vec_dot_type, src, out, None)?;
+        match vec_dot_type {
+            GgmlType::Q8_0 if x86 => super::act_quant::quantize_row_q8_0_x86(src, out),
+            GgmlType::Q8_1 if x86 => super::act_quant::quantize_row_q8_1_x86(src, out),
+            _ => quantize_row(vec_dot_type, src, out, None)?,
+        }
     }
     Ok(())
 }

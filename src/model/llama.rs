@@ -23,7 +23,7 @@ pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), Model
         let xn = &buf.xn[..n * c.n_embd];
         m.mm(&l.w_gate, xn, n, &mut buf.gate)?;
         m.mm(&l.w_up, xn, n, &mut buf.up)?;
-        ops::swiglu(&mut buf.gate, &buf.up);
+        ops::swiglu(&mut buf.gate, &buf.up, c.n_ff);
         m.mm(&l.w_down, &buf.gate, n, &mut buf.o)?;
         ops::add_assign(&mut buf.x, &buf.o);
     }

@@ -8,6 +8,7 @@ pub mod kv_cache;
 mod llama;
 pub mod loader;
 pub mod ops;
+mod vmath;
 
 use crate::kernels::{matmul_with, MatmulScratch};
 use crate::threadpool::ThreadPool;

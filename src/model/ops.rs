@@ -3,6 +3,7 @@
 //! float noise of llama.cpp's.
 
 use super::config::{Rope, RopeKind};
+use super::vmath;
 use half::f16;
 use std::sync::OnceLock;
 
@@ -66,29 +67,23 @@ pub fn rope_apply(kind: RopeKind, n_rot: usize, head_dim: usize, cache: &[f32], 
     }
 }
 
-/// `x = softmax(x)` in place — ggml `soft_max`: max-subtracted `expf`, sum in f64.
+/// `x = softmax(x)` in place — ggml `soft_max` on AVX-512: the max, then
+/// [`vmath::soft_max_row`] (`ggml_v_expf` in groups of 16, sum in f64), then every element
+/// scaled by `1/sum` rounded to f32.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for v in x.iter_mut() {
-        let e = if *v == f32::NEG_INFINITY {
-            0.0
-        } else {
-            (*v - max).exp()
-        };
-        sum += e as f64;
-        *v = e;
-    }
+    let sum = vmath::soft_max_row(x, max);
     let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
         *v *= inv;
     }
 }
 
-/// `gate = silu(gate) * up` — ggml `swiglu`.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+/// `gate = silu(gate) * up` — ggml `swiglu` ([`vmath::swiglu_row`]), row by row: the vector
+/// body restarts at each row of `row` elements.
+pub fn swiglu(gate: &mut [f32], up: &[f32], row: usize) {
+    for (g, u) in gate.chunks_mut(row).zip(up.chunks(row)) {
+        vmath::swiglu_row(g, u);
     }
 }
 
