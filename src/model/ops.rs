@@ -42,26 +42,23 @@ pub fn rope_cache(rope: &Rope, pos: usize, freq_factors: Option<&[f32]>, cache: 
     }
 }
 
-/// Rotates each `head_dim`-wide head of `x` by the angles in `cache` (from [`rope_cache`]).
-pub fn rope_apply(kind: RopeKind, n_rot: usize, head_dim: usize, cache: &[f32], x: &mut [f32]) {
-    for head in x.chunks_exact_mut(head_dim) {
-        match kind {
-            RopeKind::Norm => {
-                for i in 0..n_rot / 2 {
-                    let (c, s) = (cache[2 * i], cache[2 * i + 1]);
-                    let (x0, x1) = (head[2 * i], head[2 * i + 1]);
-                    head[2 * i] = x0 * c - x1 * s;
-                    head[2 * i + 1] = x0 * s + x1 * c;
-                }
-            }
-            RopeKind::Neox => {
-                let half = n_rot / 2;
-                for i in 0..half {
-                    let (c, s) = (cache[2 * i], cache[2 * i + 1]);
-                    let (x0, x1) = (head[i], head[i + half]);
-                    head[i] = x0 * c - x1 * s;
-                    head[i + half] = x0 * s + x1 * c;
-                }
+vmath::with_fma! {
+    /// Rotates each `head_dim`-wide head of `x` by the angles in `cache` (from [`rope_cache`]) —
+    /// ggml's `rotate_pairs` as GCC compiles it (`-ffp-contract=fast`): the first product of each
+    /// line fused with the rounded second, `x0·cos − x1·sin` = `fma(x0, cos, −(x1·sin))` and
+    /// `x0·sin + x1·cos` = `fma(x0, sin, x1·cos)`.
+    pub fn rope_apply(kind: RopeKind, n_rot: usize, head_dim: usize, cache: &[f32], x: &mut [f32]) {
+        let (stride, offset) = match kind {
+            RopeKind::Norm => (2, 1),
+            RopeKind::Neox => (1, n_rot / 2),
+        };
+        for head in x.chunks_exact_mut(head_dim) {
+            for i in 0..n_rot / 2 {
+                let (c, s) = (cache[2 * i], cache[2 * i + 1]);
+                let (a, b) = (stride * i, stride * i + offset);
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0.mul_add(c, -(x1 * s));
+                head[b] = x0.mul_add(s, x1 * c);
             }
         }
     }
