@@ -13,6 +13,7 @@
 
 mod act_quant;
 pub mod matmul;
+mod repack;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;

@@ -18,6 +18,7 @@ step = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 ALIASES = {
     "Qcur": ("Qcur", 0), "Kcur": ("Kcur", 0), "Vcur": ("Vcur", 0),
     "Qrope": ("Qcur", -1), "Krope": ("Kcur", -1),
+    "Qcur_normed": ("Qcur_normed", 0), "Kcur_normed": ("Kcur_normed", 0),
 }
 
 ggml = {}
