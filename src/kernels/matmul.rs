@@ -311,6 +311,14 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         k.vec_dot = repack::vec_dot_q4_k_q8_k_gemm;
         tail_dot = repack::vec_dot_q4_k_q8_k_gemv;
     }
+    // ... and other K-quants of batches from 8 tokens through its tiled kernels.
+    if w.ty == GgmlType::Q6_K
+        && super::active_isa() != "scalar"
+        && n_tokens >= repack::TILED_MIN_BATCH
+    {
+        k.vec_dot = repack::vec_dot_q6_k_q8_k_tiled;
+        tail_dot = k.vec_dot;
+    }
     let dots = Dots {
         head: k.vec_dot,
         tail: tail_dot,

@@ -10,7 +10,7 @@
 //! computes the same blocks as `quantize_row_q8_K`, interleaved).
 
 use super::scalar::{k_scales_mins, with_rows};
-use ggml_compat::blocks::{BlockQ4K, BlockQ8K};
+use ggml_compat::blocks::{BlockQ4K, BlockQ6K, BlockQ8K};
 use ggml_compat::quant::float::fp16_to_fp32 as h;
 use ggml_compat::QK_K;
 
@@ -75,5 +75,46 @@ fn body<const SUBS: usize>(n: usize, w: &[u8], a: &[u8]) -> f32 {
             }
         }
         acc - acc_min
+    })
+}
+
+/// Token batches from which ggml multiplies K-quant weights through its tiled kernels
+/// (`ggml_tiled_min_batch` in `ggml-cpu/tiled/tiled.cpp`).
+pub const TILED_MIN_BATCH: usize = 8;
+
+/// Q6_K · Q8_K in the order of ggml's tiled K-quant matmul (`ggml-cpu/tiled/`, taken for
+/// batches of at least [`TILED_MIN_BATCH`] tokens): per super-block the exact integer sum
+/// `Σ scale · Σ (q − 32) · a`, converted to f32, times the weight's `d`, then fused into the
+/// accumulator with the activation's `d` (`buf += result · d8`, contracted by GCC).
+pub fn vec_dot_q6_k_q8_k_tiled(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    with_fma(n, w, a, q6_k_tiled_body)
+}
+
+#[inline(always)]
+fn q6_k_tiled_body(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    with_rows(w, a, |x: &[BlockQ6K], y: &[BlockQ8K]| {
+        let mut acc = 0f32;
+        for (x, y) in x.iter().zip(y).take(n / QK_K) {
+            let mut q = [0i32; QK_K];
+            for half in 0..2 {
+                let (ql, qh) = (&x.ql[64 * half..], &x.qh[32 * half..]);
+                let out = &mut q[128 * half..];
+                for l in 0..32 {
+                    out[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32;
+                    out[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32;
+                    out[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32;
+                    out[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32;
+                }
+            }
+            let mut isum = 0i32;
+            for (s, &sc) in x.scales.iter().enumerate() {
+                let raw: i32 = (0..16)
+                    .map(|e| (q[16 * s + e] - 32) * y.qs[16 * s + e] as i32)
+                    .sum();
+                isum += sc as i32 * raw;
+            }
+            acc = (isum as f32 * h(x.d)).mul_add(y.d, acc);
+        }
+        acc
     })
 }
