@@ -25,6 +25,10 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Perplexity of a model on a text file (llama-perplexity's protocol).
     Perplexity(cli::perplexity::PerplexityArgs),
+    /// Quantize a GGUF file with llama-quantize's recipe.
+    Quantize(cli::quantize::QuantizeArgs),
+    /// Convert a Hugging Face safetensors folder to GGUF (as convert_hf_to_gguf.py).
+    Convert(cli::convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Run(args) => cli::run::run(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
+        Command::Quantize(args) => cli::quantize::run(args),
+        Command::Convert(args) => cli::convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

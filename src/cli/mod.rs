@@ -2,6 +2,8 @@
 //! prints. No model logic lives here.
 
 pub mod common;
+pub mod convert;
 pub mod inspect;
 pub mod perplexity;
+pub mod quantize;
 pub mod run;
