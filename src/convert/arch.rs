@@ -9,6 +9,10 @@ use super::hf::Hparams;
 pub enum Arch {
     /// `LlamaForCausalLM`, `MistralForCausalLM` → `llama`
     Llama,
+    /// `Qwen2ForCausalLM` → `qwen2` (Q/K/V biases, no permutation)
+    Qwen2,
+    /// `Qwen3ForCausalLM` → `qwen3` (Q/K RMS norms, no biases, no permutation)
+    Qwen3,
 }
 
 impl Arch {
@@ -16,17 +20,22 @@ impl Arch {
     pub fn from_hf(name: &str) -> Option<Arch> {
         match name {
             "LlamaForCausalLM" | "LLaMAForCausalLM" | "MistralForCausalLM" => Some(Arch::Llama),
+            "Qwen2ForCausalLM" => Some(Arch::Qwen2),
+            "Qwen3ForCausalLM" => Some(Arch::Qwen3),
             _ => None,
         }
     }
 
     /// The Hugging Face architectures kiln accepts.
-    pub const SUPPORTED: &'static str = "LlamaForCausalLM, MistralForCausalLM";
+    pub const SUPPORTED: &'static str =
+        "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
 
     /// `general.architecture`.
     pub fn gguf_name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
         }
     }
 }
@@ -55,7 +64,6 @@ pub struct Expected {
 /// Every tensor of the model, in no particular order: the converter walks the checkpoint in
 /// its (sorted) name order and looks each one up here.
 pub fn expected_tensors(arch: Arch, hp: &Hparams, has_lm_head: bool) -> Vec<Expected> {
-    let Arch::Llama = arch;
     let (d, ff, v) = (hp.n_embd, hp.n_ff, hp.n_vocab);
     let q = hp.n_head * hp.head_dim;
     let kv = hp.n_head_kv * hp.head_dim;
@@ -84,6 +92,7 @@ pub fn expected_tensors(arch: Arch, hp: &Hparams, has_lm_head: bool) -> Vec<Expe
     for l in 0..hp.n_layer {
         let hf = |s: &str| format!("model.layers.{l}.{s}.weight");
         let gg = |s: &str| format!("blk.{l}.{s}.weight");
+        let mut biases = Vec::new();
         let mut push = |h: &str, g: &str, shape: &[u64], t: Transform| {
             out.push(Expected {
                 hf: hf(h),
@@ -93,16 +102,39 @@ pub fn expected_tensors(arch: Arch, hp: &Hparams, has_lm_head: bool) -> Vec<Expe
             })
         };
         push("input_layernorm", "attn_norm", &[d], Transform::None);
-        let tq = Transform::Permute {
-            heads: hp.n_head as usize,
-        };
-        let tk = Transform::Permute {
-            heads: hp.n_head_kv as usize,
+        // only llama undoes Hugging Face's rotate-half layout
+        let (tq, tk) = if arch == Arch::Llama {
+            (
+                Transform::Permute {
+                    heads: hp.n_head as usize,
+                },
+                Transform::Permute {
+                    heads: hp.n_head_kv as usize,
+                },
+            )
+        } else {
+            (Transform::None, Transform::None)
         };
         push("self_attn.q_proj", "attn_q", &[q, d], tq);
         push("self_attn.k_proj", "attn_k", &[kv, d], tk);
         push("self_attn.v_proj", "attn_v", &[kv, d], Transform::None);
         push("self_attn.o_proj", "attn_output", &[d, q], Transform::None);
+        if arch == Arch::Qwen2 || hp.attention_bias {
+            let bias = |h: &str, g: &str, n: u64| Expected {
+                hf: format!("model.layers.{l}.self_attn.{h}.bias"),
+                gguf: format!("blk.{l}.{g}.bias"),
+                shape: vec![n],
+                transform: Transform::None,
+            };
+            biases.push(bias("q_proj", "attn_q", q));
+            biases.push(bias("k_proj", "attn_k", kv));
+            biases.push(bias("v_proj", "attn_v", kv));
+        }
+        if arch == Arch::Qwen3 {
+            let hd = hp.head_dim;
+            push("self_attn.q_norm", "attn_q_norm", &[hd], Transform::None);
+            push("self_attn.k_norm", "attn_k_norm", &[hd], Transform::None);
+        }
         push(
             "post_attention_layernorm",
             "ffn_norm",
@@ -112,6 +144,7 @@ pub fn expected_tensors(arch: Arch, hp: &Hparams, has_lm_head: bool) -> Vec<Expe
         push("mlp.gate_proj", "ffn_gate", &[ff, d], Transform::None);
         push("mlp.up_proj", "ffn_up", &[ff, d], Transform::None);
         push("mlp.down_proj", "ffn_down", &[d, ff], Transform::None);
+        out.extend(biases);
     }
     out
 }

@@ -32,6 +32,8 @@ pub struct Hparams {
     pub rope_theta: Option<f64>,
     pub rms_eps: Option<f64>,
     pub tie_word_embeddings: bool,
+    /// `attention_bias` (llama/qwen3 Q/K/V biases)
+    pub attention_bias: bool,
 }
 
 fn find_u64(cfg: &Json, keys: &[&str]) -> Option<u64> {
@@ -112,6 +114,10 @@ impl Hparams {
             rms_eps: find_f64(cfg, &["rms_norm_eps", "norm_eps"]),
             tie_word_embeddings: cfg
                 .get("tie_word_embeddings")
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
+            attention_bias: cfg
+                .get("attention_bias")
                 .and_then(Json::as_bool)
                 .unwrap_or(false),
         })

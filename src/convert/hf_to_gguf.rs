@@ -284,11 +284,14 @@ fn build_metadata(
         Value::U32(QUANTIZATION_VERSION),
     );
     md.push(file_type.clone());
-    md.push((format!("{a}.vocab_size"), u32v(hp.n_vocab)));
-    md.push((format!("{a}.rope.dimension_count"), u32v(hp.head_dim)));
+    if arch == Arch::Llama {
+        // LlamaModel.set_gguf_parameters
+        md.push((format!("{a}.vocab_size"), u32v(hp.n_vocab)));
+        md.push((format!("{a}.rope.dimension_count"), u32v(hp.head_dim)));
+    }
     md.push(qv.clone());
     md.extend(hf::bpe_vocab_metadata(dir, hp.n_vocab)?);
-    if hp.n_vocab == 49152 {
+    if arch == Arch::Llama && hp.n_vocab == 49152 {
         // LlamaModel.set_vocab: "Apply to granite small models only"
         let key = "tokenizer.ggml.add_bos_token";
         md.retain(|(k, _)| k != key);
