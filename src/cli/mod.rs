@@ -3,6 +3,8 @@
 
 pub mod bench;
 pub mod common;
+pub mod convert;
 pub mod inspect;
 pub mod perplexity;
+pub mod quantize;
 pub mod run;
