@@ -166,3 +166,51 @@ fn unsupported_architecture() {
         "{e}"
     );
 }
+
+/// The command line reports the error and exits non-zero, leaving no file.
+#[test]
+fn cli_reports_errors() {
+    let d = folder("cli");
+    write_safetensors(&d.join("model.safetensors"), &tensors(), "BF16");
+    let out = d.join("cli.gguf");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "convert".as_ref(),
+        d.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("tokenizer.json"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let o = run(&[
+        "convert".as_ref(),
+        d.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--outtype".as_ref(),
+        "q9_9".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("unknown --outtype 'q9_9'"),
+        "{err}"
+    );
+    let o = run(&[
+        "quantize".as_ref(),
+        d.join("missing.gguf").as_os_str(),
+        out.as_os_str(),
+        "Q4_K_M".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("missing.gguf"), "{err}");
+    assert!(!out.exists());
+}

@@ -113,3 +113,99 @@ fn comparison_detects_a_different_file() {
         "{bad:?}"
     );
 }
+
+/// An importance matrix (llama-imatrix's GGUF layout) reaches the quantizer: the weighted
+/// tensor equals ggml-compat's importance-weighted quantization (bit-exact with ggml, tested in
+/// ggml-compat), the recipe sees `has_imatrix`, and the tool's `quantize.imatrix.*` keys follow
+/// `general.file_type`.
+#[test]
+fn imatrix_weights_reach_the_quantizer() {
+    use kiln::convert::imatrix;
+    use kiln::convert::quantize::quantize_rows;
+    use kiln::ggml_compat::gguf::{Array, GgufFile, GgufWriter, TensorInfoOut, Value, ValueType};
+
+    let name = "blk.0.ffn_down.weight";
+    let ncols = 1536usize;
+    let sums: Vec<f32> = (0..ncols).map(|i| 1.0 + (i % 7) as f32 * 3.0).collect();
+    let count = 4.0f32;
+    let im_path = work_dir().join("test.imatrix.gguf");
+    let md = vec![
+        (
+            "imatrix.datasets".to_string(),
+            Value::Array(Array {
+                elem: ValueType::String,
+                values: vec![Value::String("wiki.valid.raw".into())],
+            }),
+        ),
+        ("imatrix.chunk_count".to_string(), Value::U32(10)),
+        ("imatrix.chunk_size".to_string(), Value::U32(512)),
+    ];
+    let infos = [
+        TensorInfoOut {
+            name: format!("{name}.in_sum2"),
+            ty: GgmlType::F32,
+            dims: vec![ncols as u64, 1],
+        },
+        TensorInfoOut {
+            name: format!("{name}.counts"),
+            ty: GgmlType::F32,
+            dims: vec![1, 1],
+        },
+    ];
+    let mut w = GgufWriter::create(&im_path, 3, 32, &md, &infos).unwrap();
+    let bytes: Vec<u8> = sums.iter().flat_map(|v| v.to_le_bytes()).collect();
+    w.write_tensor_data(&infos[0].name, &bytes).unwrap();
+    w.write_tensor_data(&infos[1].name, &count.to_le_bytes())
+        .unwrap();
+    w.finish().unwrap();
+
+    let im = imatrix::load(&im_path).unwrap();
+    let weights: Vec<f32> = sums.iter().map(|s| s / count).collect();
+    assert_eq!(im.data[name], weights);
+
+    let out = work_dir().join("imatrix-out.gguf");
+    let params = QuantizeParams {
+        ftype: Ftype::IQ4_NL,
+        overrides: Vec::new(),
+        pure: false,
+        allow_requantize: false,
+        imatrix: Some((im, "test.imatrix.gguf".into())),
+        threads: 2,
+    };
+    quantize_file(f16_file(), &out, &params, &ProgressBar::hidden()).unwrap();
+
+    let src = GgufFile::open(f16_file()).unwrap();
+    let t = src.tensor(name).unwrap();
+    let mut f32s = vec![0.0f32; t.n_elements() as usize];
+    kiln::ggml_compat::quant::dequantize(GgmlType::F16, src.tensor_data(t), &mut f32s).unwrap();
+    let want = quantize_rows(GgmlType::IQ4_NL, &f32s, ncols, 576, Some(&weights), 1).unwrap();
+    let unweighted = quantize_rows(GgmlType::IQ4_NL, &f32s, ncols, 576, None, 1).unwrap();
+    assert_ne!(want, unweighted, "the weights must change the result");
+
+    let g = GgufFile::open(&out).unwrap();
+    let q = g.tensor(name).unwrap();
+    // without an imatrix the first eighth of ffn_down gets Q5_K (golden); with one, IQ4_NL
+    assert_eq!(q.ty, GgmlType::IQ4_NL);
+    assert!(g.tensor_data(q) == &want[..], "weighted bytes differ");
+    let keys: Vec<&str> = g
+        .header()
+        .metadata
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        keys[keys.len() - 5..],
+        [
+            "general.file_type",
+            "quantize.imatrix.file",
+            "quantize.imatrix.dataset",
+            "quantize.imatrix.entries_count",
+            "quantize.imatrix.chunks_count"
+        ]
+    );
+    assert_eq!(
+        g.get("quantize.imatrix.entries_count"),
+        Some(&Value::U32(1))
+    );
+    let _ = std::fs::remove_file(&out);
+}

@@ -68,7 +68,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         .map(|s| parse_override(s))
         .collect::<Result<Vec<_>>>()?;
     let imatrix = match &args.imatrix {
-        Some(p) => Some(imatrix::load(p)?),
+        Some(p) => Some((imatrix::load(p)?, p.display().to_string())),
         None => None,
     };
     let threads = args

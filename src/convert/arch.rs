@@ -120,15 +120,16 @@ pub fn expected_tensors(arch: Arch, hp: &Hparams, has_lm_head: bool) -> Vec<Expe
         push("self_attn.v_proj", "attn_v", &[kv, d], Transform::None);
         push("self_attn.o_proj", "attn_output", &[d, q], Transform::None);
         if arch == Arch::Qwen2 || hp.attention_bias {
-            let bias = |h: &str, g: &str, n: u64| Expected {
+            // llama permutes the Q/K biases like the weights
+            let bias = |h: &str, g: &str, n: u64, transform: Transform| Expected {
                 hf: format!("model.layers.{l}.self_attn.{h}.bias"),
                 gguf: format!("blk.{l}.{g}.bias"),
                 shape: vec![n],
-                transform: Transform::None,
+                transform,
             };
-            biases.push(bias("q_proj", "attn_q", q));
-            biases.push(bias("k_proj", "attn_k", kv));
-            biases.push(bias("v_proj", "attn_v", kv));
+            biases.push(bias("q_proj", "attn_q", q, tq));
+            biases.push(bias("k_proj", "attn_k", kv, tk));
+            biases.push(bias("v_proj", "attn_v", kv, Transform::None));
         }
         if arch == Arch::Qwen3 {
             let hd = hp.head_dim;

@@ -32,6 +32,8 @@ pub struct Hparams {
     pub rope_theta: Option<f64>,
     pub rms_eps: Option<f64>,
     pub tie_word_embeddings: bool,
+    /// `rope_scaling` / `rope_parameters`
+    pub rope_scaling: Option<RopeScaling>,
     /// `attention_bias` (llama/qwen3 Q/K/V biases)
     pub attention_bias: bool,
 }
@@ -66,14 +68,21 @@ impl Hparams {
         let n_head = need(&["num_attention_heads", "n_head", "n_heads"])?;
         let head_dim = find_u64(cfg, &["head_dim"]);
         let rope = cfg
-            .get("rope_scaling")
-            .or_else(|| cfg.get("rope_parameters"));
-        if let Some(r) = rope.filter(|r| !r.is_null()) {
-            return Err(ConvertError::Config {
+            .get("rope_parameters")
+            .or_else(|| cfg.get("rope_scaling"))
+            .filter(|r| !r.is_null());
+        let rope_scaling = match rope {
+            None => None,
+            Some(r) => RopeScaling::parse(r).map_err(|()| ConvertError::Config {
                 file: path.to_path_buf(),
-                msg: format!("rope scaling {r} is not supported yet"),
-            });
-        }
+                msg: format!(
+                    "rope scaling {r} is not supported yet (kiln converts linear and llama3)"
+                ),
+            })?,
+        };
+        let rope_theta_nested = rope
+            .and_then(|r| r.get("rope_theta"))
+            .and_then(Json::as_f64);
         Ok(Hparams {
             architecture,
             n_layer: need(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?,
@@ -110,17 +119,100 @@ impl Hparams {
                     "rope_theta",
                     "rotary_emb_base",
                 ],
-            ),
+            )
+            .or(rope_theta_nested),
             rms_eps: find_f64(cfg, &["rms_norm_eps", "norm_eps"]),
             tie_word_embeddings: cfg
                 .get("tie_word_embeddings")
                 .and_then(Json::as_bool)
                 .unwrap_or(false),
+            rope_scaling,
             attention_bias: cfg
                 .get("attention_bias")
                 .and_then(Json::as_bool)
                 .unwrap_or(false),
         })
+    }
+}
+
+/// RoPE scaling from config.json.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// `rope.scaling.type = linear` with its factor.
+    Linear { factor: f64 },
+    /// Llama 3.1's frequency-dependent factors, stored as the `rope_freqs` tensor.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_ctx: f64,
+        theta: f64,
+    },
+}
+
+impl RopeScaling {
+    /// `Ok(None)` for no scaling, `Err(())` for a scaling kiln does not convert.
+    fn parse(r: &Json) -> Result<Option<RopeScaling>, ()> {
+        let ty = r
+            .get("rope_type")
+            .or_else(|| r.get("type"))
+            .and_then(Json::as_str);
+        let f = |k: &str, d: f64| r.get(k).and_then(Json::as_f64).unwrap_or(d);
+        Ok(match ty.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("default") => None,
+            Some("linear") => r
+                .get("factor")
+                .and_then(Json::as_f64)
+                .map(|factor| RopeScaling::Linear { factor }),
+            Some("llama3") => Some(RopeScaling::Llama3 {
+                factor: f("factor", 8.0),
+                low_freq_factor: f("low_freq_factor", 1.0),
+                high_freq_factor: f("high_freq_factor", 4.0),
+                original_ctx: f("original_max_position_embeddings", 8192.0),
+                theta: f("rope_theta", f64::NAN),
+            }),
+            Some(_) => return Err(()),
+        })
+    }
+
+    /// The `rope_freqs` factors of `LlamaModel.generate_extra_tensors` (float32 arithmetic as
+    /// torch does it), or `None` for other scalings.
+    pub fn llama3_factors(&self, hp: &Hparams) -> Option<Vec<f32>> {
+        let RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_ctx,
+            theta,
+        } = *self
+        else {
+            return None;
+        };
+        let base = if theta.is_nan() {
+            hp.rope_theta.unwrap_or(10000.0)
+        } else {
+            theta
+        } as f32;
+        let dim = hp.head_dim as f32;
+        let low_wavelen = original_ctx / low_freq_factor;
+        let high_wavelen = original_ctx / high_freq_factor;
+        let out = (0..hp.head_dim)
+            .step_by(2)
+            .map(|i| {
+                let freq = 1.0f32 / base.powf(i as f32 / dim);
+                let wavelen = (2.0 * std::f64::consts::PI) as f32 / freq;
+                if f64::from(wavelen) < high_wavelen {
+                    1.0
+                } else if f64::from(wavelen) > low_wavelen {
+                    factor as f32
+                } else {
+                    let smooth = (original_ctx as f32 / wavelen - low_freq_factor as f32)
+                        / (high_freq_factor - low_freq_factor) as f32;
+                    1.0 / ((1.0 - smooth) / factor as f32 + smooth)
+                }
+            })
+            .collect();
+        Some(out)
     }
 }
 
@@ -658,5 +750,51 @@ mod tests {
     fn size_labels() {
         assert_eq!(size_label(134_515_008), "135M");
         assert_eq!(size_label(1_235_814_400), "1.2B");
+    }
+}
+
+#[cfg(test)]
+mod rope_tests {
+    use super::*;
+
+    #[test]
+    fn llama3_rope_factors_shape() {
+        // Llama 3.1 8B: head_dim 128, theta 500000, factor 8, low 1, high 4, original 8192
+        let cfg: Json = serde_json::from_str(
+            r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 4096,
+            "num_attention_heads": 32, "num_hidden_layers": 1, "intermediate_size": 14336,
+            "vocab_size": 128256, "rope_theta": 500000.0,
+            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#,
+        )
+        .unwrap();
+        let hp = Hparams::from_config(Path::new("config.json"), &cfg).unwrap();
+        let f = hp
+            .rope_scaling
+            .as_ref()
+            .unwrap()
+            .llama3_factors(&hp)
+            .unwrap();
+        assert_eq!(f.len(), 64);
+        // high frequencies untouched, low frequencies scaled by the full factor, smooth between
+        assert_eq!(f[0], 1.0);
+        assert_eq!(f[63], 8.0);
+        let mid: Vec<&f32> = f.iter().filter(|&&v| v != 1.0 && v != 8.0).collect();
+        assert!(
+            !mid.is_empty() && mid.windows(2).all(|w| w[0] < w[1]),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_rope_scaling_is_an_error() {
+        let cfg: Json = serde_json::from_str(
+            r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8,
+            "num_attention_heads": 2, "num_hidden_layers": 1, "intermediate_size": 16,
+            "vocab_size": 16, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}"#,
+        )
+        .unwrap();
+        let e = Hparams::from_config(Path::new("config.json"), &cfg).unwrap_err();
+        assert!(e.to_string().contains("yarn"), "{e}");
     }
 }

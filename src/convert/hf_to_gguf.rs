@@ -48,11 +48,23 @@ fn script_type(ft: Ftype) -> Option<GgmlType> {
 }
 
 struct Planned<'a> {
-    src: &'a StTensor,
-    exp: &'a Expected,
+    /// `None` for a tensor the converter computes (llama3's `rope_freqs`).
+    src: Option<&'a StTensor>,
+    generated: Vec<f32>,
+    exp: Expected,
     ty: GgmlType,
     /// ggml order
     dims: Vec<u64>,
+}
+
+impl Planned<'_> {
+    fn n_elements(&self) -> u64 {
+        self.exp.shape.iter().product()
+    }
+
+    fn source_bytes(&self) -> u64 {
+        self.n_elements() * self.src.map_or(4, |t| t.dtype.size() as u64)
+    }
 }
 
 /// The per-tensor type of the script (`prepare_tensors`): 1-D and norms F32, the token
@@ -115,8 +127,9 @@ pub fn convert_dir(
                 e.shape
             )),
             Some(e) => plan.push(Planned {
-                src: t,
-                exp: e,
+                src: Some(t),
+                generated: Vec::new(),
+                exp: e.clone(),
                 ty: GgmlType::F32,
                 dims: t.shape.iter().rev().copied().collect(),
             }),
@@ -134,6 +147,26 @@ pub fn convert_dir(
             extra,
             wrong,
         });
+    }
+
+    // LlamaModel.generate_extra_tensors: llama3 rope scaling → rope_freqs, written first
+    if let Some(factors) = hp.rope_scaling.as_ref().and_then(|r| r.llama3_factors(&hp)) {
+        let n = factors.len() as u64;
+        plan.insert(
+            0,
+            Planned {
+                src: None,
+                generated: factors,
+                exp: Expected {
+                    hf: "(rope_freqs)".into(),
+                    gguf: "rope_freqs.weight".into(),
+                    shape: vec![n],
+                    transform: arch::Transform::None,
+                },
+                ty: GgmlType::F32,
+                dims: vec![n],
+            },
+        );
     }
 
     // Types.
@@ -171,7 +204,7 @@ pub fn convert_dir(
         recipe_order = true;
     }
 
-    let total_params: u64 = plan.iter().map(|p| p.src.n_elements()).sum();
+    let total_params: u64 = plan.iter().map(|p| p.n_elements()).sum();
     let metadata = build_metadata(dir, arch, &hp, params.outtype, total_params, recipe_order)?;
 
     let infos: Vec<TensorInfoOut> = plan
@@ -183,17 +216,16 @@ pub fn convert_dir(
         })
         .collect();
     let mut writer = GgufWriter::create(output, 3, 32, &metadata, &infos)?;
-    progress.set_length(
-        plan.iter()
-            .map(|p| p.src.n_elements() * p.src.dtype.size() as u64)
-            .sum(),
-    );
+    progress.set_length(plan.iter().map(Planned::source_bytes).sum());
     let mut buf = Vec::new();
     let mut bytes_out = 0u64;
     for p in &plan {
-        progress.set_message(format!("{} → {} {}", p.src.name, p.exp.gguf, p.ty));
-        ck.read_f32(p.src, &mut buf);
-        let rows = p.src.shape.first().copied().unwrap_or(1) as usize;
+        progress.set_message(format!("{} → {} {}", p.exp.hf, p.exp.gguf, p.ty));
+        match p.src {
+            Some(t) => ck.read_f32(t, &mut buf),
+            None => buf.clone_from(&p.generated),
+        }
+        let rows = p.exp.shape.first().copied().unwrap_or(1) as usize;
         let mut data = arch::apply(p.exp.transform, &buf, rows);
         if !recipe_order || p.ty == GgmlType::F32 {
             // the script's own types
@@ -208,11 +240,11 @@ pub fn convert_dir(
             data.iter().flat_map(|v| v.to_le_bytes()).collect()
         } else {
             quantize_rows(p.ty, &data, ncols, 1, None, params.threads)
-                .map_err(|e| ConvertError::Other(format!("tensor '{}': {e}", p.src.name)))?
+                .map_err(|e| ConvertError::Other(format!("tensor '{}': {e}", p.exp.hf)))?
         };
         writer.write_tensor_data(&p.exp.gguf, &bytes)?;
         bytes_out += bytes.len() as u64;
-        progress.inc(p.src.n_elements() * p.src.dtype.size() as u64);
+        progress.inc(p.source_bytes());
     }
     writer.finish()?;
     Ok(ConvertSummary {
@@ -265,6 +297,16 @@ fn build_metadata(
     md.push((format!("{a}.feed_forward_length"), u32v(hp.n_ff)));
     md.push((format!("{a}.attention.head_count"), u32v(hp.n_head)));
     md.push((format!("{a}.attention.head_count_kv"), u32v(hp.n_head_kv)));
+    if let Some(hf::RopeScaling::Linear { factor }) = hp.rope_scaling {
+        md.push((
+            format!("{a}.rope.scaling.type"),
+            Value::String("linear".into()),
+        ));
+        md.push((
+            format!("{a}.rope.scaling.factor"),
+            Value::F32(factor as f32),
+        ));
+    }
     if let Some(t) = hp.rope_theta {
         md.push((format!("{a}.rope.freq_base"), Value::F32(t as f32)));
     }

@@ -36,11 +36,42 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// Load `path` into tensor name → weights (per expert, concatenated), matching
-/// `common_imatrix_load` + `load_imatrix` of llama.cpp's quantize tool (GGUF format only).
-pub fn load(path: &Path) -> Result<HashMap<String, Vec<f32>>, ImatrixError> {
+/// A loaded importance matrix.
+#[derive(Clone, Debug, Default)]
+pub struct Imatrix {
+    /// Tensor name → weights (one per column, per expert, concatenated).
+    pub data: HashMap<String, Vec<f32>>,
+    /// `imatrix.datasets`
+    pub datasets: Vec<String>,
+    /// `imatrix.chunk_count`
+    pub chunk_count: u32,
+}
+
+/// Load `path`, matching `common_imatrix_load` + `load_imatrix` of llama.cpp's quantize tool
+/// (GGUF format only; the metadata `imatrix.datasets`, `chunk_count`, `chunk_size` must be
+/// there, as llama-quantize requires).
+pub fn load(path: &Path) -> Result<Imatrix, ImatrixError> {
     let file = GgufFile::open(path)?;
     let file_path = file.path().to_path_buf();
+    let meta_bad = |key: &str| ImatrixError::Bad {
+        file: file_path.clone(),
+        name: key.to_string(),
+        msg: "missing imatrix metadata (not a llama-imatrix GGUF file?)".into(),
+    };
+    let datasets: Vec<String> = file
+        .get("imatrix.datasets")
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.strings())
+        .ok_or_else(|| meta_bad("imatrix.datasets"))?
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let chunk_count = file
+        .get("imatrix.chunk_count")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| meta_bad("imatrix.chunk_count"))? as u32;
+    file.get("imatrix.chunk_size")
+        .ok_or_else(|| meta_bad("imatrix.chunk_size"))?;
     let mut pairs: HashMap<String, (Option<usize>, Option<usize>)> = HashMap::new();
     for (i, t) in file.tensors().iter().enumerate() {
         if let Some(n) = t.name.strip_suffix(".in_sum2") {
@@ -96,5 +127,9 @@ pub fn load(path: &Path) -> Result<HashMap<String, Vec<f32>>, ImatrixError> {
         }
         out.insert(name, e);
     }
-    Ok(out)
+    Ok(Imatrix {
+        data: out,
+        datasets,
+        chunk_count,
+    })
 }

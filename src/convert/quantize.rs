@@ -3,7 +3,6 @@
 //! tensors in llama.cpp's loader order, each converted to the type the recipe picks, one tensor
 //! in memory at a time, rows spread over threads, into a temporary file renamed at the end.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ggml_compat::gguf::{GgufError, GgufFile, GgufWriter, TensorInfoOut, Value};
@@ -12,6 +11,7 @@ use ggml_compat::GgmlType;
 use indicatif::ProgressBar;
 use regex::Regex;
 
+use super::imatrix::Imatrix;
 use super::recipe::{weight_order, Ftype, ModelFacts, Recipe, RecipeError, RecipeOptions};
 
 /// `GGML_QNT_VERSION`, written as `general.quantization_version`.
@@ -63,8 +63,8 @@ pub struct QuantizeParams {
     pub overrides: Vec<(String, GgmlType)>,
     pub pure: bool,
     pub allow_requantize: bool,
-    /// Importance matrix: tensor name → one weight per column (per expert, concatenated).
-    pub imatrix: Option<HashMap<String, Vec<f32>>>,
+    /// Importance matrix, and the file name recorded as `quantize.imatrix.file`.
+    pub imatrix: Option<(Imatrix, String)>,
     /// Worker threads (at least 1).
     pub threads: usize,
 }
@@ -185,6 +185,15 @@ pub fn quantize_rows(
     Ok(out)
 }
 
+/// At most `n` bytes of `s` (the tool copies into 128-byte buffers), cut at a char boundary.
+fn truncate(s: &str, n: usize) -> String {
+    let mut end = s.len().min(n);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// Quantize `input` to `output` like `llama-quantize input output TYPE`. The output appears
 /// only when complete; on error no file named `output` is left.
 pub fn quantize_file(
@@ -256,6 +265,24 @@ pub fn quantize_file(
         Value::U32(QUANTIZATION_VERSION),
     ));
     metadata.push(("general.file_type".into(), Value::U32(params.ftype.id())));
+    if let Some((im, name)) = &params.imatrix {
+        // the tool's kv overrides (quantize.cpp), applied after the file type
+        let mut set = |k: &str, v: Value| {
+            metadata.retain(|(key, _)| key != k);
+            metadata.push((k.to_string(), v));
+        };
+        set("quantize.imatrix.file", Value::String(truncate(name, 127)));
+        if let Some(d) = im.datasets.first() {
+            set("quantize.imatrix.dataset", Value::String(truncate(d, 127)));
+        }
+        set(
+            "quantize.imatrix.entries_count",
+            Value::U32(im.data.len() as u32),
+        );
+        if im.chunk_count > 0 {
+            set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
+        }
+    }
 
     let infos: Vec<TensorInfoOut> = plans
         .iter()
@@ -292,7 +319,8 @@ pub fn quantize_file(
             let ncols = t.dims.first().copied().unwrap_or(1) as usize;
             let rows_per_expert = t.dims.get(1).copied().unwrap_or(1) as usize;
             let n_expert = t.dims.get(2).copied().unwrap_or(1) as usize;
-            let imatrix = match params.imatrix.as_ref().and_then(|m| m.get(&plan.name)) {
+            let weights = params.imatrix.as_ref().map(|(im, _)| &im.data);
+            let imatrix = match weights.and_then(|m| m.get(&plan.name)) {
                 Some(w) if w.len() == ncols * n_expert => Some(w.as_slice()),
                 Some(w) if plan.name != "token_embd.weight" => {
                     return Err(QuantizeError::ImatrixSize {
