@@ -178,3 +178,54 @@ fn qwen2_mapping_has_qkv_biases() {
     }
     assert_unpermuted_q(&g);
 }
+
+/// The converted model runs, and greedily continues every golden prompt as llama.cpp continued
+/// it on the original Q4_1 file — for the first 32 tokens, the bar issue #3 sets. The F16 file
+/// holds the dequantized Q4_1 weights (through bf16), so later tokens may legitimately part ways.
+#[test]
+fn converted_f16_continues_the_golden_prompts_like_the_original() {
+    use kiln::model::Model;
+    use kiln::tokenizer::Tokenizer;
+    const TOKENS: usize = 32;
+    let path = convert_common::f16_file();
+    let model = Model::load(path, 2).expect("load the converted F16 file");
+    let tok = Tokenizer::from_gguf(&model.file).expect("its tokenizer");
+    let golden_path =
+        convert_common::root().join("../shared/golden/models/smollm2-135m-instruct-q4_1.json");
+    let golden: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&golden_path).unwrap()).unwrap();
+    for p in golden["prompts"].as_array().unwrap() {
+        let prompt = p["prompt"].as_str().unwrap();
+        let ids = tok.encode(prompt, true, true);
+        let want_ids: Vec<u32> = p["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(ids, want_ids, "prompt ids of {prompt:?}");
+        // llama.cpp stopped early where it produced an end-of-generation token.
+        let greedy = p["greedy_ids"].as_array().unwrap();
+        let want: Vec<u32> = greedy[..TOKENS.min(greedy.len())]
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let argmax = |l: &[f32]| {
+            l.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                .0 as u32
+        };
+        let mut state = model.new_state(ids.len() + TOKENS + 1);
+        let mut next = argmax(&model.forward_last(&mut state, &ids).unwrap());
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            got.push(next);
+            next = argmax(&model.forward_last(&mut state, &[next]).unwrap());
+        }
+        assert_eq!(
+            got, want,
+            "greedy continuation of {prompt:?} on the converted file"
+        );
+    }
+}
