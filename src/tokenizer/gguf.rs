@@ -2,7 +2,7 @@
 
 use ggml_compat::gguf::{GgufFile, Value, ValueType};
 
-use super::vocab::VocabSpec;
+use super::vocab::{VocabSpec, ID_KEYS};
 
 impl VocabSpec {
     /// The `tokenizer.ggml.*` metadata of `file`, as stored (no defaults applied); build
@@ -12,26 +12,6 @@ impl VocabSpec {
     }
 }
 use super::TokenizerError;
-
-const ID_KEYS: [&str; 17] = [
-    "bos_token_id",
-    "eos_token_id",
-    "eot_token_id",
-    "eom_token_id",
-    "unknown_token_id",
-    "seperator_token_id",
-    "padding_token_id",
-    "mask_token_id",
-    "fim_pre_token_id",
-    "fim_suf_token_id",
-    "fim_mid_token_id",
-    "fim_pad_token_id",
-    "fim_rep_token_id",
-    "fim_sep_token_id",
-    "prefix_token_id",
-    "suffix_token_id",
-    "middle_token_id",
-];
 
 const FLAG_KEYS: [&str; 5] = [
     "add_bos_token",

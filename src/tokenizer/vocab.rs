@@ -97,7 +97,7 @@ pub struct Vocab {
 
 /// The special-id keys in the order `load` reads them; the last three are deprecated
 /// aliases of the FIM ids and override them.
-const ID_KEYS: [&str; 17] = [
+pub(super) const ID_KEYS: [&str; 17] = [
     "bos_token_id",
     "eos_token_id",
     "eot_token_id",
