@@ -3,6 +3,7 @@
 use super::vmath;
 use crate::kernels::matmul::Parallel;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 mod dot;
 
@@ -126,13 +127,14 @@ pub fn attention(
         let kvh = h / group;
         let qh = &q[(t * p.n_head + h) * p.head_dim..][..p.head_dim];
         let q16: Vec<f32> = qh.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
-        // Masked positions (before `first`) get weight 0, as ggml's -inf mask gives them.
         // ggml's rows span the whole KV view (a multiple of 256 cells), so the soft_max's groups
         // of 16 start at cell 0 and the padding (masked, weight 0) completes the last group.
         let mut scores = vec![f32::NEG_INFINITY; (pos + 1).next_multiple_of(vmath::LANES)];
+        let mut row = vec![0f32; p.head_dim.max(p.head_dim_v)];
         for (j, s) in scores.iter_mut().enumerate().take(pos + 1).skip(first) {
             let k = &cache.k[il][j * cache.n_embd_k + kvh * p.head_dim..][..p.head_dim];
-            *s = dot::kq(order, k, &q16) * p.kq_scale;
+            k.convert_to_f32_slice(&mut row[..p.head_dim]);
+            *s = dot::kq(order, &row[..p.head_dim], &q16) * p.kq_scale;
         }
         super::ops::softmax(&mut scores);
         for s in scores.iter_mut() {
@@ -147,7 +149,16 @@ pub fn attention(
             )
         };
         let v = &cache.v[il][kvh * p.head_dim_v..];
-        dot::kqv(order, v, cache.n_embd_v, &scores[..=pos], o);
+        let mut acc = Vec::new();
+        dot::kqv(
+            order,
+            v,
+            cache.n_embd_v,
+            &scores[..=pos],
+            o,
+            &mut acc,
+            &mut row,
+        );
     });
 }
 

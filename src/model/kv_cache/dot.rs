@@ -9,6 +9,7 @@
 
 use super::super::vmath::{reduce_add_16, LANES};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// Which of ggml's two F16 matmul paths to follow.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -22,23 +23,20 @@ pub enum Order {
 /// Elements per `ggml_vec_dot_f16` step (`GGML_F16_STEP` with AVX-512).
 const STEP: usize = 4 * LANES;
 
-/// Accumulators of one output: tinyBLAS uses the first 16 lanes, `vec_dot_f16` all 64.
-struct Acc([f32; STEP]);
-
-impl Acc {
-    #[inline(always)]
-    fn add(&mut self, order: Order, i: usize, a: f32, b: f32) {
-        let lane = match order {
-            Order::TinyBlas => i % LANES,
-            Order::VecDot => i % STEP,
-        };
-        self.0[lane] = a.mul_add(b, self.0[lane]);
+impl Order {
+    /// Accumulator lanes: tinyBLAS one 16-lane vector, `vec_dot_f16` four.
+    fn lanes(self) -> usize {
+        match self {
+            Order::TinyBlas => LANES,
+            Order::VecDot => STEP,
+        }
     }
 
+    /// The sum of the accumulator lanes `acc[0..self.lanes()]`, in ggml's order.
     #[inline(always)]
-    fn sum(&self, order: Order) -> f32 {
-        let part = |r: usize| -> [f32; LANES] { self.0[r * LANES..][..LANES].try_into().unwrap() };
-        match order {
+    fn reduce(self, acc: &[f32]) -> f32 {
+        let part = |r: usize| -> [f32; LANES] { acc[r * LANES..][..LANES].try_into().unwrap() };
+        match self {
             Order::TinyBlas => reduce_add_16(&part(0)),
             Order::VecDot => {
                 let (a0, a1, a2, a3) = (part(0), part(1), part(2), part(3));
@@ -53,22 +51,27 @@ impl Acc {
 }
 
 super::super::vmath::with_fma! {
-    /// `k · q` over one head: `k` from the F16 cache, `q` already rounded to f16 (as ggml
-    /// converts the f32 queries to the cache type before the product).
-    pub fn kq(order: Order, k: &[f16], q: &[f32]) -> f32 {
-        let mut acc = Acc([0.0; STEP]);
-        let whole = match order {
-            Order::TinyBlas if k.len().is_multiple_of(LANES) => k.len(),
-            // tinyBLAS declines a row it cannot split into whole vectors; vec_dot_f16 then runs.
-            _ => k.len() / STEP * STEP,
+    /// `k · q` over one head: `k` (the cache row, already widened from f16) times `q` (already
+    /// rounded to f16, as ggml converts the f32 queries to the cache type before the product).
+    pub fn kq(order: Order, k: &[f32], q: &[f32]) -> f32 {
+        // tinyBLAS declines a row it cannot split into whole vectors; vec_dot_f16 then runs.
+        let order = if order == Order::TinyBlas && !k.len().is_multiple_of(LANES) {
+            Order::VecDot
+        } else {
+            order
         };
-        let order = if whole == k.len() { order } else { Order::VecDot };
-        for (i, (k, &q)) in k[..whole].iter().zip(&q[..whole]).enumerate() {
-            acc.add(order, i, k.to_f32(), q);
+        let lanes = order.lanes();
+        let whole = k.len() / lanes * lanes;
+        let mut acc = [0f32; STEP];
+        let acc = &mut acc[..lanes];
+        for (k, q) in k[..whole].chunks_exact(lanes).zip(q[..whole].chunks_exact(lanes)) {
+            for ((a, &k), &q) in acc.iter_mut().zip(k).zip(q) {
+                *a = k.mul_add(q, *a);
+            }
         }
-        let mut sum = acc.sum(order) as f64;
+        let mut sum = order.reduce(acc) as f64;
         for (k, &q) in k[whole..].iter().zip(&q[whole..]) {
-            sum += (k.to_f32() * q) as f64;
+            sum += (k * q) as f64;
         }
         sum as f32
     }
@@ -77,20 +80,39 @@ super::super::vmath::with_fma! {
 super::super::vmath::with_fma! {
     /// `o[d] = Σ_j w[j] · v[j·stride + d]` over positions `j` of `w` (the f16-rounded softmax
     /// weights, zero where masked) — one row of ggml's `mul_mat(v, kq)` on the transposed value
-    /// cache, whose rows (one per output `d`) run over all cells; cells past `w` hold weight 0.
-    pub fn kqv(order: Order, v: &[f16], stride: usize, w: &[f32], o: &mut [f32]) {
-        let mut acc: Vec<Acc> = (0..o.len()).map(|_| Acc([0.0; STEP])).collect();
+    /// cache, whose rows (one per output `d`) run over all cells; cells past `w` hold weight 0,
+    /// and ggml's rows are whole vectors (the cache view is a multiple of 256 cells). `acc` is
+    /// scratch space, `row` room for one widened value row.
+    pub fn kqv(
+        order: Order,
+        v: &[f16],
+        stride: usize,
+        w: &[f32],
+        o: &mut [f32],
+        acc: &mut Vec<f32>,
+        row: &mut Vec<f32>
+    ) {
+        let (lanes, hd) = (order.lanes(), o.len());
+        // acc[lane][d]: the lane position j goes to, for every output d.
+        acc.clear();
+        acc.resize(lanes * hd, 0.0);
+        row.resize(hd, 0.0);
         for (j, &wj) in w.iter().enumerate() {
             if wj == 0.0 {
                 continue; // adds exactly zero
             }
-            let row = &v[j * stride..][..o.len()];
-            for (a, x) in acc.iter_mut().zip(row) {
-                a.add(order, j, x.to_f32(), wj);
+            v[j * stride..][..hd].convert_to_f32_slice(row);
+            let a = &mut acc[(j % lanes) * hd..][..hd];
+            for (a, &x) in a.iter_mut().zip(row.iter()) {
+                *a = x.mul_add(wj, *a);
             }
         }
-        for (o, a) in o.iter_mut().zip(&acc) {
-            *o = a.sum(order);
+        let mut lane_vals = [0f32; STEP];
+        for (d, o) in o.iter_mut().enumerate() {
+            for (l, v) in lane_vals[..lanes].iter_mut().enumerate() {
+                *v = acc[l * hd + d];
+            }
+            *o = order.reduce(&lane_vals[..lanes]);
         }
     }
 }
