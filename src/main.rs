@@ -23,6 +23,8 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Complete a prompt, streaming the continuation (timings on stderr).
     Run(cli::run::RunArgs),
+    /// Chat with a model in the terminal (default model: SmolLM2-135M-Instruct, fetched on first use).
+    Chat(cli::chat::ChatArgs),
     /// Perplexity of a model on a text file (llama-perplexity's protocol).
     Perplexity(cli::perplexity::PerplexityArgs),
 }
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Run(args) => cli::run::run(args),
+        Command::Chat(args) => cli::chat::run(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
     };
     match result {

@@ -81,7 +81,9 @@ pub fn load(args: &ModelArgs) -> Result<(Model, Tokenizer)> {
 
 /// The context size to use: requested, else the training context capped at 4096.
 pub fn context_size(args: &ModelArgs, model: &Model) -> usize {
-    args.ctx.unwrap_or(model.config.n_ctx_train.min(4096)).max(1)
+    args.ctx
+        .unwrap_or(model.config.n_ctx_train.min(4096))
+        .max(1)
 }
 
 /// Reads a text file with a clear error.

@@ -1,6 +1,7 @@
 //! Front ends of the `kiln` subcommands: each parses its arguments, calls the library and
 //! prints. No model logic lives here.
 
+pub mod chat;
 pub mod common;
 pub mod inspect;
 pub mod perplexity;

@@ -47,7 +47,12 @@ pub fn run(mut args: PerplexityArgs) -> Result<()> {
     let stats = perplexity(&model, &tokens, n_ctx, Some(n), bos, |i, s| {
         let eta = t1.elapsed().as_secs_f64() / (i + 1) as f64 * (n - i - 1) as f64;
         if tty {
-            eprint!("\r[{}/{n}] running PPL {:.4}  (ETA {:.0} s)   ", i + 1, s.ppl(), eta);
+            eprint!(
+                "\r[{}/{n}] running PPL {:.4}  (ETA {:.0} s)   ",
+                i + 1,
+                s.ppl(),
+                eta
+            );
         } else {
             eprintln!("[{}/{n}] {:.4}", i + 1, s.ppl());
         }
@@ -55,7 +60,11 @@ pub fn run(mut args: PerplexityArgs) -> Result<()> {
     if tty {
         eprintln!();
     }
-    println!("Final estimate: PPL = {:.4} +/- {:.5}", stats.ppl(), stats.ppl_err());
+    println!(
+        "Final estimate: PPL = {:.4} +/- {:.5}",
+        stats.ppl(),
+        stats.ppl_err()
+    );
     eprintln!(
         "scored {} tokens in {:.1} s ({:.1} tokens/s evaluated)",
         stats.count,

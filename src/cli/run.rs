@@ -29,7 +29,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         bail!("the prompt is empty after tokenization");
     }
     if prompt.len() >= n_ctx {
-        bail!("the prompt has {} tokens, more than the context size {n_ctx} allows (-c)", prompt.len());
+        bail!(
+            "the prompt has {} tokens, more than the context size {n_ctx} allows (-c)",
+            prompt.len()
+        );
     }
     let mut state = model.new_state(n_ctx);
     let mut sampler = Sampler::new(args.sampling.config());
