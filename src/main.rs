@@ -23,6 +23,8 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Complete a prompt, streaming the continuation (timings on stderr).
     Run(cli::run::RunArgs),
+    /// Chat with a model in the terminal (default model: SmolLM2-135M-Instruct, fetched on first use).
+    Chat(cli::chat::ChatArgs),
     /// Perplexity of a model on a text file (llama-perplexity's protocol).
     Perplexity(cli::perplexity::PerplexityArgs),
     /// Tokens per second, llama-bench's tests and output (pp512, tg128).
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Run(args) => cli::run::run(args),
+        Command::Chat(args) => cli::chat::run(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Quantize(args) => cli::quantize::run(args),

@@ -2,6 +2,7 @@
 //! prints. No model logic lives here.
 
 pub mod bench;
+pub mod chat;
 pub mod common;
 pub mod convert;
 pub mod inspect;
