@@ -1,6 +1,7 @@
 //! kiln: GGUF-compatible LLM inference for laptop CPUs.
 
 pub mod chat;
+pub mod convert;
 pub mod eval;
 pub mod kernels;
 pub mod model;

@@ -27,6 +27,12 @@ enum Command {
     Chat(cli::chat::ChatArgs),
     /// Perplexity of a model on a text file (llama-perplexity's protocol).
     Perplexity(cli::perplexity::PerplexityArgs),
+    /// Tokens per second, llama-bench's tests and output (pp512, tg128).
+    Bench(cli::bench::BenchArgs),
+    /// Quantize a GGUF file with llama-quantize's recipe.
+    Quantize(cli::quantize::QuantizeArgs),
+    /// Convert a Hugging Face safetensors folder to GGUF (as convert_hf_to_gguf.py).
+    Convert(cli::convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +47,9 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Chat(args) => cli::chat::run(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
+        Command::Bench(args) => cli::bench::run(args),
+        Command::Quantize(args) => cli::quantize::run(args),
+        Command::Convert(args) => cli::convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,8 +10,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long an idle worker spins before parking.
+/// How long an idle worker keeps polling (spinning, then yielding) before it parks.
 const SPIN: Duration = Duration::from_micros(200);
+/// Busy-spin iterations before a waiting thread starts yielding its core: on an oversubscribed
+/// machine a pure spin would burn the time slice the thread it waits for needs.
+const SPIN_ITERS: u32 = 2048;
 
 type Job = dyn Fn(usize, usize) + Sync;
 
@@ -100,8 +103,9 @@ impl ThreadPool {
             s.wake.notify_all();
         }
         let mine = catch_unwind(AssertUnwindSafe(|| f(0, nth)));
+        let mut spins = 0u32;
         while s.pending.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            backoff(&mut spins);
         }
         *s.job.lock().unwrap() = None;
         if let Err(p) = mine {
@@ -116,8 +120,9 @@ impl ThreadPool {
 fn worker(s: &Shared, ith: usize) {
     let mut seen = 0usize;
     loop {
-        // Wait for a new generation: spin first, then park.
+        // Wait for a new generation: spin, then yield, then park.
         let start = Instant::now();
+        let mut spins = 0u32;
         loop {
             if s.shutdown.load(Ordering::Acquire) {
                 return;
@@ -125,8 +130,9 @@ fn worker(s: &Shared, ith: usize) {
             if s.generation.load(Ordering::Acquire) != seen {
                 break;
             }
-            if start.elapsed() < SPIN {
-                std::hint::spin_loop();
+            // Reading the clock costs a syscall-free vDSO call; only do it once in a while.
+            if spins < SPIN_ITERS || (spins % 64 != 0) || start.elapsed() < SPIN {
+                backoff(&mut spins);
                 continue;
             }
             let guard = s.wake_lock.lock().unwrap();
@@ -171,6 +177,17 @@ impl Parallel for ThreadPool {
             }
             task(i);
         });
+    }
+}
+
+/// One step of waiting: busy-spin for a while, then give the core away.
+#[inline]
+fn backoff(spins: &mut u32) {
+    *spins = spins.saturating_add(1);
+    if *spins < SPIN_ITERS {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
 

@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 
 use kiln::ggml_compat::gguf::GgufFile;
-use kiln::tokenizer::Tokenizer;
+use kiln::tokenizer::{Tokenizer, Vocab, VocabSpec};
+
+#[path = "tokenizer/oracle.rs"]
+mod oracle;
 
 fn vocab_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vocab")
@@ -64,6 +67,37 @@ fn check_vocab(name: &str) {
         inputs.len(),
         failures.join("\n")
     );
+    check_round_trip(name, &tok, &inputs);
+    oracle::check(name, &tok);
+}
+
+/// decode(encode(text)) == text wherever llama.cpp's detokenizer keeps every byte: always
+/// without `clean_spaces`; with it, for texts that have no space before ? ! . , or '.
+fn check_round_trip(name: &str, tok: &Tokenizer, inputs: &[String]) {
+    let clean = tok.vocab().clean_spaces;
+    let mut checked = 0;
+    for text in inputs {
+        let back = tok.decode(&tok.encode(text, false, false));
+        if clean
+            && [" ?", " !", " .", " ,", " '"]
+                .iter()
+                .any(|p| text.contains(p))
+        {
+            continue;
+        }
+        assert_eq!(&back, text, "{name}: round trip");
+        checked += 1;
+    }
+    assert!(checked >= 40, "{name}: only {checked} round trips checked");
+    if clean {
+        let text = "Hello, y'all! How are you 😁 ?我想";
+        let want = "Hello, y'all! How are you 😁?我想";
+        assert_eq!(
+            tok.decode(&tok.encode(text, false, false)),
+            want,
+            "{name}: clean_spaces"
+        );
+    }
 }
 
 macro_rules! vocab_tests {
@@ -109,4 +143,68 @@ fn gpt_neox_loads_with_default_pre_tokenizer() {
     );
     let text = "Hello world, 12345 (test)";
     assert_eq!(tok.decode(&tok.encode(text, false, false)), text);
+    oracle::check("gpt-neox", &tok);
+}
+
+/// Every pre-tokenizer family on a real 128k BPE vocabulary: llama-bpe's vocabulary with
+/// `tokenizer.ggml.pre` replaced (or removed), against llama.cpp on the same files.
+#[test]
+fn llama_bpe_vocab_under_every_pre_tokenizer() {
+    let file = GgufFile::open(vocab_dir().join("ggml-vocab-llama-bpe.gguf"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = VocabSpec::from_gguf(&file).unwrap_or_else(|e| panic!("{e}"));
+    for pre in [
+        "qwen2",
+        "smollm",
+        "deepseek-coder",
+        "falcon",
+        "starcoder",
+        "gpt-2",
+        "default",
+        "chatglm-bpe",
+        "dbrx",
+        "command-r",
+        "megrez",
+        "trillion",
+        "stablelm2",
+        "qwen35",
+        "none",
+        "deepseek-llm",
+        "deepseek-v3",
+        "spark2_5",
+        "youtu",
+        "tekken",
+        "gpt-4o",
+        "jais-2",
+        "poro-chat",
+        "bloom",
+        "viking",
+        "chameleon",
+        "bailingmoe",
+        "seed-coder",
+        "ufakzeka",
+        "grok-2",
+        "exaone-moe",
+        "minicpm5",
+        "laguna",
+        "glm4",
+    ] {
+        let mut spec = base.clone();
+        spec.pre = (pre != "none").then(|| pre.to_string());
+        let tok = Tokenizer::new(Vocab::from_spec(spec).unwrap_or_else(|e| panic!("{pre}: {e}")));
+        oracle::check(&format!("llama-bpe-as-{pre}"), &tok);
+    }
+}
+
+/// SPM without the prefix space and with EOS added (llama-spm's vocabulary with
+/// `add_space_prefix = false`, `add_eos_token = true`), against llama.cpp on the same file.
+#[test]
+fn llama_spm_vocab_without_prefix_space_with_eos() {
+    let file = GgufFile::open(vocab_dir().join("ggml-vocab-llama-spm.gguf"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut spec = VocabSpec::from_gguf(&file).unwrap_or_else(|e| panic!("{e}"));
+    spec.flags.insert("add_space_prefix".into(), false);
+    spec.flags.insert("add_eos_token".into(), true);
+    let tok = Tokenizer::new(Vocab::from_spec(spec).unwrap_or_else(|e| panic!("{e}")));
+    oracle::check("llama-spm-no-prefix-add-eos", &tok);
 }

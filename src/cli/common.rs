@@ -65,8 +65,51 @@ impl SamplingArgs {
     }
 }
 
+/// Threads to use by default: one per physical core this process may run on (SMT siblings
+/// share the core's SIMD units, so they add little to matmuls), capped by
+/// `available_parallelism` (which honours the affinity mask and cgroup CPU quotas).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    physical_cores().map_or(logical, |p| p.min(logical)).max(1)
+}
+
+/// One line for `-v`: how the thread count was chosen.
+pub fn describe_threads() -> String {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match physical_cores() {
+        Some(p) => format!(
+            "default threads {} ({p} physical cores in the affinity mask, {logical} CPUs available)",
+            default_threads()
+        ),
+        None => format!("default threads {} (CPUs available; core topology unknown)", default_threads()),
+    }
+}
+
+/// Distinct (package, core) pairs among the CPUs this process may run on (Linux sysfs).
+fn physical_cores() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+        .trim()
+        .to_string();
+    let mut cores = std::collections::HashSet::new();
+    for part in list.split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
+            None => (part.parse::<usize>().ok()?, part.parse::<usize>().ok()?),
+        };
+        for cpu in lo..=hi {
+            let topo = format!("/sys/devices/system/cpu/cpu{cpu}/topology");
+            let read = |f: &str| {
+                std::fs::read_to_string(format!("{topo}/{f}"))
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            };
+            cores.insert((read("physical_package_id")?, read("core_id")?));
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
 }
 
 /// Loads the model and its tokenizer, with errors that name the file.
@@ -89,4 +132,14 @@ pub fn context_size(args: &ModelArgs, model: &Model) -> usize {
 /// Reads a text file with a clear error.
 pub fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Writes `text` to stdout and flushes; a closed pipe (`kiln … | head`) is not an error.
+pub fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }

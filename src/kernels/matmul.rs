@@ -8,7 +8,7 @@
 //! executor. [`ScopedThreads`] spawns threads for each call with `std::thread::scope`; a
 //! persistent pool can implement the same trait and be passed to [`matmul_with`].
 
-use super::{kernels, TypeKernels};
+use super::{kernels, repack, VecDot};
 use ggml_compat::quant::{quantize_row, QuantError};
 use ggml_compat::GgmlType;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -220,8 +220,9 @@ impl MatmulScratch {
 /// importance matrix). F16 rounds to nearest even, as ggml-cpu's F16C conversion
 /// (`ggml_cpu_fp32_to_fp16`) does; the one difference is a NaN, which ggml_compat stores as the
 /// canonical quiet NaN of `ggml_fp32_to_fp16_row` where F16C keeps the payload's top bits (either
-/// way the dot product is NaN). BF16 is `GGML_FP32_TO_BF16`; quantized types use the reference
-/// quantizer.
+/// way the dot product is NaN). BF16 is `GGML_FP32_TO_BF16`. With a SIMD kernel table, Q8_0 and
+/// Q8_1 follow ggml-cpu's x86 `quantize_row_q8_0` / `quantize_row_q8_1` (see `act_quant.rs`);
+/// otherwise quantized types use the reference quantizer, as ggml's generic build does.
 pub fn quantize_activations(
     vec_dot_type: GgmlType,
     x: &[f32],
@@ -240,8 +241,16 @@ pub fn quantize_activations(
     if cols == 0 {
         return Ok(());
     }
+    // ggml's x86 builds convert Q8_0 / Q8_1 activations with their own SIMD `from_float`,
+    // which rounds differently from the reference quantizer; the scalar table is ggml's generic
+    // build, which uses the reference.
+    let x86 = super::active_isa() != "scalar";
     for (src, out) in x.chunks_exact(cols).zip(dst.chunks_exact_mut(row_bytes)) {
-        quantize_row(vec_dot_type, src, out, None)?;
+        match vec_dot_type {
+            GgmlType::Q8_0 if x86 => super::act_quant::quantize_row_q8_0_x86(src, out),
+            GgmlType::Q8_1 if x86 => super::act_quant::quantize_row_q8_1_x86(src, out),
+            _ => quantize_row(vec_dot_type, src, out, None)?,
+        }
     }
     Ok(())
 }
@@ -289,10 +298,32 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     out: &mut [f32],
 ) -> Result<(), MatmulError> {
     let name = || w.name.to_owned();
-    let k = kernels(w.ty).ok_or_else(|| MatmulError::Unsupported {
+    let mut k = *kernels(w.ty).ok_or_else(|| MatmulError::Unsupported {
         name: name(),
         ty: w.ty,
     })?;
+    // ggml's x86 builds multiply a repackable Q4_K matrix through its repack kernels, which sum
+    // in other orders than the vec_dot: one for the tokens in whole groups of four (gemm), one
+    // for the rest (gemv) (see `repack.rs`).
+    let mut tail_dot = k.vec_dot;
+    if w.ty == GgmlType::Q4_K && super::active_isa() != "scalar" && repack::q4_k_is_repacked(w.rows)
+    {
+        k.vec_dot = repack::vec_dot_q4_k_q8_k_gemm;
+        tail_dot = repack::vec_dot_q4_k_q8_k_gemv;
+    }
+    // ... and other K-quants of batches from 8 tokens through its tiled kernels.
+    if w.ty == GgmlType::Q6_K
+        && super::active_isa() != "scalar"
+        && n_tokens >= repack::TILED_MIN_BATCH
+    {
+        k.vec_dot = repack::vec_dot_q6_k_q8_k_tiled;
+        tail_dot = k.vec_dot;
+    }
+    let dots = Dots {
+        head: k.vec_dot,
+        tail: tail_dot,
+        tail_from: n_tokens - n_tokens % 4,
+    };
     let (rows, cols) = (w.rows, w.cols);
     if n_tokens.checked_mul(cols) != Some(x.len()) {
         return Err(MatmulError::BadInput {
@@ -335,15 +366,22 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     let dst = SharedOut::new(out);
     par.run(tiles.count(), &|i| {
         let (row_range, tok_range) = tiles.get(i);
-        tile(k, w, act, act_row, row_range, tok_range, &dst);
+        tile(&dots, w, act, act_row, row_range, tok_range, &dst);
     });
     Ok(())
+}
+
+/// The dot product of each token: `head` for tokens before `tail_from`, `tail` from there.
+struct Dots {
+    head: VecDot,
+    tail: VecDot,
+    tail_from: usize,
 }
 
 /// Computes one tile: weight rows outermost, so each row is read once per tile while the tile's
 /// activations stay in cache.
 fn tile(
-    k: &TypeKernels,
+    k: &Dots,
     w: &WeightMatrix,
     act: &[u8],
     act_row: usize,
@@ -355,7 +393,8 @@ fn tile(
         let w_row = &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
         for t in tokens.clone() {
             let a_row = &act[t * act_row..(t + 1) * act_row];
-            let v = (k.vec_dot)(w.cols, w_row, a_row);
+            let dot = if t < k.tail_from { k.head } else { k.tail };
+            let v = dot(w.cols, w_row, a_row);
             // SAFETY: tiles partition the (row, token) pairs, so index t * rows + r is written
             // by exactly one task, and it is < n_tokens * rows = out.len() (checked above).
             unsafe { dst.write(t * w.rows + r, v) };

@@ -11,7 +11,9 @@
 //! kernel for replaced (an AVX-512 table also takes the AVX2 kernels AVX-512 does not improve).
 //! A NEON file slots in as one more [`Isa`] variant with its detection and its kernel list.
 
+mod act_quant;
 pub mod matmul;
+mod repack;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;

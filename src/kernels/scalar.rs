@@ -80,7 +80,11 @@ fn with_blocks<B: Pod, R>(bytes: &[u8], f: impl FnOnce(&[B]) -> R) -> R {
 }
 
 /// [`with_blocks`] for a weight row of blocks `X` and an activation row of blocks `Y`.
-fn with_rows<X: Pod, Y: Pod>(w: &[u8], a: &[u8], f: impl FnOnce(&[X], &[Y]) -> f32) -> f32 {
+pub(super) fn with_rows<X: Pod, Y: Pod>(
+    w: &[u8],
+    a: &[u8],
+    f: impl FnOnce(&[X], &[Y]) -> f32,
+) -> f32 {
     with_blocks(w, |x| with_blocks(a, |y| f(x, y)))
 }
 
@@ -402,7 +406,7 @@ pub fn vec_dot_q3_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// The eight 6-bit scales and eight 6-bit mins of Q4_K / Q5_K (ggml's `utmp` kmask shuffle).
-fn k_scales_mins(packed: &[u8; K_SCALE_SIZE]) -> ([u8; 8], [u8; 8]) {
+pub(super) fn k_scales_mins(packed: &[u8; K_SCALE_SIZE]) -> ([u8; 8], [u8; 8]) {
     const KMASK1: u32 = 0x3f3f_3f3f;
     const KMASK2: u32 = 0x0f0f_0f0f;
     const KMASK3: u32 = 0x0303_0303;

@@ -1,26 +1,19 @@
-//! AVX-512 (F/BW/VL) + VNNI kernels for the float and the common integer types (the rest keep
-//! their AVX2 kernels in the AVX-512 table). ggml has no AVX-512 kernels of its own for most of
-//! these (its AVX2 code only swaps in `vpdpbusd` when built with
-//! `__AVX512VNNI__`), so these are kiln's: the same integer sums per block as the scalar twins,
-//! computed 64 bytes at a time with `_mm512_dpbusd_epi32`, and the float sums in yet another
-//! order — which the tests bound like ggml's.
-//!
-//! Legacy 32-element blocks go two per iteration (an odd last block takes the 256-bit VNNI
-//! path); K-quant super-blocks 64 elements per `vpdpbusd`, the per-group scales applied with an
-//! integer multiply. Every kernel kept here beat its AVX2 twin in `time_per_row`
-//! (tests/kernels_simd.rs); see the numbers in the commit that added it.
+//! AVX-512 (F/BW/VL) + VNNI kernels for the floats and the legacy 32-element integer types (the
+//! rest keep their AVX2 kernels in the AVX-512 table). ggml has AVX-512 code of its own only for
+//! the floats (`GGML_SIMD` with 16-lane vectors); for the integer types its x86 build runs the
+//! AVX2 kernels, with `vpdpbusd` swapped in under `__AVX512VNNI__`. The integer kernels here
+//! therefore compute the integer sums of two blocks per 512-bit `vpdpbusd` but apply the floats
+//! exactly as ggml's AVX2 loop does, one block after the other into one 8-lane accumulator
+//! ([`fma_2_blocks`]), so their results are bit-identical to ggml's — which the model goldens
+//! need (tests/model_golden.rs). The K-quant kernels that summed in their own order were
+//! removed for that reason (see git history); an odd last block takes the 256-bit VNNI path.
 
 use super::x86_avx2::{
-    blocks, bytes_from_nibbles_32, f32_at, fp16_mul, fp16x2, iq4nl_values, k4_utmp, load128,
-    load256, lookup_nibbles_32, IQ4NL, Q4K, Q4_0, Q4_1, Q5K, Q5_0, Q5_1, Q6K, Q8K, Q8K_BSUMS,
-    Q8K_QS, Q8_0, Q8_1, QK,
+    bytes_from_nibbles_32, fp16_mul, load128, load256, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, QK,
 };
 use super::VecDot;
 use core::arch::x86_64::*;
 use ggml_compat::GgmlType;
-
-mod k_quants;
-use k_quants::*;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -73,14 +66,6 @@ fn dot_i8_256(x: __m256i, y: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy))
 }
 
-/// Lanes 0..8 = `v[0]`, lanes 8..16 = `v[i1]`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn spread_2(v: __m128, i1: i32) -> __m512 {
-    let idx = _mm512_set_epi32(i1, i1, i1, i1, i1, i1, i1, i1, 0, 0, 0, 0, 0, 0, 0, 0);
-    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v))
-}
-
 /// Both rows cut to whole blocks, the same number of each, at most `n / block_len`.
 #[inline]
 fn rows<'a, const W: usize, const A: usize>(
@@ -98,25 +83,37 @@ fn rows<'a, const W: usize, const A: usize>(
 // ---------------------------------------------------------------------------------------------
 // 32-element blocks, two per iteration.
 
-/// Q8_0 · Q8_0, the integer sums of `ggml_vec_dot_q8_0_q8_0`.
+/// ggml's AVX2 accumulation of two consecutive blocks whose integer lane sums are the low and
+/// high halves of `dot`: `acc += d0 · lo`, then `acc += d1 · hi`, each a fused multiply-add in
+/// block order — exactly the float operations of ggml's one-block-per-iteration loop.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn fma_2_blocks(acc: __m256, d0: f32, d1: f32, dot: __m512i) -> __m256 {
+    let f = _mm512_cvtepi32_ps(dot);
+    let lo = _mm512_castps512_ps256(f);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(f)));
+    let acc = _mm256_fmadd_ps(_mm256_set1_ps(d0), lo, acc);
+    _mm256_fmadd_ps(_mm256_set1_ps(d1), hi, acc)
+}
+
+/// Q8_0 · Q8_0 in the order of `ggml_vec_dot_q8_0_q8_0`'s AVX2 branch (which ggml runs on
+/// AVX-512 CPUs too): two blocks' integer sums per `vpdpbusd`, floats as [`fma_2_blocks`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = rows::<Q8_0, Q8_0>(n, QK, w, a);
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = _mm256_setzero_ps();
     for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
         let qx = join256(load256(&x[0][2..]), load256(&x[1][2..]));
         let qy = join256(load256(&y[0][2..]), load256(&y[1][2..]));
-        let d = _mm_setr_ps(fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]), 0.0, 0.0);
-        let dot = _mm512_cvtepi32_ps(dot_i8_512(qx, qy));
-        acc = _mm512_fmadd_ps(spread_2(d, 1), dot, acc);
+        let (d0, d1) = (fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]));
+        acc = fma_2_blocks(acc, d0, d1, dot_i8_512(qx, qy));
     }
-    let mut sum = _mm512_reduce_add_ps(acc);
     if x.len() % 2 == 1 {
         let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
         let dot = dot_i8_256(load256(&x[2..]), load256(&y[2..]));
-        sum += fp16_mul(x, y) * hsum8(dot);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_mul(x, y)), dot, acc);
     }
-    sum
+    hsum8(acc)
 }
 
 /// Horizontal sum of 8 floats.
@@ -126,62 +123,37 @@ fn hsum8(v: __m256) -> f32 {
     super::x86_avx2::hsum_float_8(v)
 }
 
-/// The f16 pairs `(d, m)` of two Q4_1 blocks and `(d, s)` of their Q8_1 partners, converted
-/// and multiplied: lanes 0 and 1 are `d·d` and `m·s` of the first pair, lanes 4 and 5 of the
-/// second.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn dm_products(x0: &[u8], y0: &[u8], x1: &[u8], y1: &[u8]) -> __m256 {
-    let word = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let v = _mm256_cvtph_ps(_mm_setr_epi32(word(x0), word(y0), word(x1), word(y1)));
-    _mm256_mul_ps(v, _mm256_permute_ps::<0b01_00_11_10>(v))
-}
-
-/// The sum of the `m·s` lanes (1 and 5) of accumulated [`dm_products`].
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn ms_terms(summs: __m256) -> f32 {
-    let ms = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
-        summs,
-        _mm256_setr_epi32(1, 5, 0, 0, 0, 0, 0, 0),
-    ));
-    _mm_cvtss_f32(ms) + _mm_cvtss_f32(_mm_movehdup_ps(ms))
-}
-
-/// Q4_1 · Q8_1, the integer sums of `ggml_vec_dot_q4_1_q8_1`; `m·s` summed separately.
+/// Q4_1 · Q8_1 in the order of `ggml_vec_dot_q4_1_q8_1`'s AVX2 branch: lanes as
+/// [`fma_2_blocks`], the `m·s` terms summed one block at a time in f32, added last.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = rows::<Q4_1, Q8_1>(n, QK, w, a);
-    let mut acc = _mm512_setzero_ps();
-    let mut summs = _mm256_setzero_ps();
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
     for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
         let qx = nibbles_2x32(&x[0][4..], &x[1][4..]);
         let qy = join256(load256(&y[0][4..]), load256(&y[1][4..]));
-        let p = dm_products(&x[0], &y[0], &x[1], &y[1]);
-        summs = _mm256_add_ps(summs, p);
+        summs += fp16_mul(&x[0][2..], &y[0][2..]);
+        summs += fp16_mul(&x[1][2..], &y[1][2..]);
         let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qx, qy);
-        let d = _mm512_permutexvar_ps(
-            _mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0),
-            _mm512_castps256_ps512(p),
-        );
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc);
+        acc = fma_2_blocks(acc, fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]), dot);
     }
-    let mut sum = _mm512_reduce_add_ps(acc) + ms_terms(summs);
     if x.len() % 2 == 1 {
         let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
+        summs += fp16_mul(&x[2..], &y[2..]);
         let qx = bytes_from_nibbles_32(&x[4..]);
         let dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, load256(&y[4..]));
-        sum += fp16_mul(x, y) * hsum8(_mm256_cvtepi32_ps(dot)) + fp16_mul(&x[2..], &y[2..]);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_mul(x, y)), _mm256_cvtepi32_ps(dot), acc);
     }
-    sum
+    hsum8(acc) + summs
 }
 
-/// Q5_0 · Q8_0, the integer sums of `ggml_vec_dot_q5_0_q8_0`: a clear fifth bit makes the
-/// byte `nibble - 16` (OR 0xF0), selected by the 64-bit mask of both blocks' `qh`.
+/// Q5_0 · Q8_0 in the order of `ggml_vec_dot_q5_0_q8_0`'s AVX2 branch: a clear fifth bit
+/// makes the byte `nibble - 16` (OR 0xF0), selected by the 64-bit mask of both blocks' `qh`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = rows::<Q5_0, Q8_0>(n, QK, w, a);
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = _mm256_setzero_ps();
     let high = _mm512_set1_epi8(0xF0u8 as i8);
     for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
         let nib = nibbles_2x32(&x[0][6..], &x[1][6..]);
@@ -190,11 +162,9 @@ fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
         ]);
         let qx = _mm512_mask_mov_epi8(_mm512_or_si512(nib, high), qh, nib);
         let qy = join256(load256(&y[0][2..]), load256(&y[1][2..]));
-        let d = _mm_setr_ps(fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]), 0.0, 0.0);
-        let dot = _mm512_cvtepi32_ps(dot_i8_512(qx, qy));
-        acc = _mm512_fmadd_ps(spread_2(d, 1), dot, acc);
+        let (d0, d1) = (fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]));
+        acc = fma_2_blocks(acc, d0, d1, dot_i8_512(qx, qy));
     }
-    let mut sum = _mm512_reduce_add_ps(acc);
     if x.len() % 2 == 1 {
         let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
         let nib = bytes_from_nibbles_32(&x[6..]);
@@ -205,39 +175,39 @@ fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
             nib,
         );
         let dot = dot_i8_256(qx, load256(&y[2..]));
-        sum += fp16_mul(x, y) * hsum8(dot);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_mul(x, y)), dot, acc);
     }
-    sum
+    hsum8(acc)
 }
 
-/// Q4_0 · Q8_0, the integer sums of `ggml_vec_dot_q4_0_q8_0`.
+/// Q4_0 · Q8_0 in the order of `ggml_vec_dot_q4_0_q8_0`'s AVX2 branch.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = rows::<Q4_0, Q8_0>(n, QK, w, a);
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = _mm256_setzero_ps();
     for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
         let qx = _mm512_sub_epi8(nibbles_2x32(&x[0][2..], &x[1][2..]), _mm512_set1_epi8(8));
         let qy = join256(load256(&y[0][2..]), load256(&y[1][2..]));
-        let d = _mm_setr_ps(fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]), 0.0, 0.0);
-        let dot = _mm512_cvtepi32_ps(dot_i8_512(qx, qy));
-        acc = _mm512_fmadd_ps(spread_2(d, 1), dot, acc);
+        let (d0, d1) = (fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]));
+        acc = fma_2_blocks(acc, d0, d1, dot_i8_512(qx, qy));
     }
-    let mut sum = _mm512_reduce_add_ps(acc);
     if x.len() % 2 == 1 {
         let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
         let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x[2..]), _mm256_set1_epi8(8));
-        sum += fp16_mul(x, y) * hsum8(dot_i8_256(qx, load256(&y[2..])));
+        let dot = dot_i8_256(qx, load256(&y[2..]));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_mul(x, y)), dot, acc);
     }
-    sum
+    hsum8(acc)
 }
 
-/// Q5_1 · Q8_1, the integer sums of `ggml_vec_dot_q5_1_q8_1`: a set fifth bit adds 16.
+/// Q5_1 · Q8_1 in the order of `ggml_vec_dot_q5_1_q8_1`'s AVX2 branch: a set fifth bit adds
+/// 16; `m·s` summed one block at a time, added last.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = rows::<Q5_1, Q8_1>(n, QK, w, a);
     let bit4 = _mm512_set1_epi8(0x10);
-    let mut acc = _mm512_setzero_ps();
-    let mut summs = _mm256_setzero_ps();
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
     for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
         let nib = nibbles_2x32(&x[0][8..], &x[1][8..]);
         let qh = u64::from_le_bytes([
@@ -245,48 +215,21 @@ fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
         ]);
         let qx = _mm512_mask_mov_epi8(nib, qh, _mm512_or_si512(nib, bit4));
         let qy = join256(load256(&y[0][4..]), load256(&y[1][4..]));
-        let p = dm_products(&x[0], &y[0], &x[1], &y[1]);
-        summs = _mm256_add_ps(summs, p);
+        summs += fp16_mul(&x[0][2..], &y[0][2..]);
+        summs += fp16_mul(&x[1][2..], &y[1][2..]);
         let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qx, qy);
-        let d = _mm512_permutexvar_ps(
-            _mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0),
-            _mm512_castps256_ps512(p),
-        );
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc);
+        acc = fma_2_blocks(acc, fp16_mul(&x[0], &y[0]), fp16_mul(&x[1], &y[1]), dot);
     }
-    let mut sum = _mm512_reduce_add_ps(acc) + ms_terms(summs);
     if x.len() % 2 == 1 {
         let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
+        summs += fp16_mul(&x[2..], &y[2..]);
         let nib = bytes_from_nibbles_32(&x[8..]);
         let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
         let qx = _mm256_mask_mov_epi8(nib, qh, _mm256_or_si256(nib, _mm256_set1_epi8(0x10)));
         let dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, load256(&y[4..]));
-        sum += fp16_mul(x, y) * hsum8(_mm256_cvtepi32_ps(dot)) + fp16_mul(&x[2..], &y[2..]);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_mul(x, y)), _mm256_cvtepi32_ps(dot), acc);
     }
-    sum
-}
-
-/// IQ4_NL · Q8_0, the integer sums of `ggml_vec_dot_iq4_nl_q8_0`: nibbles looked up in
-/// `kvalues_iq4nl` with a 64-byte shuffle.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn vec_dot_iq4_nl_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let (x, y) = rows::<IQ4NL, Q8_0>(n, QK, w, a);
-    let values = _mm512_broadcast_i32x4(iq4nl_values());
-    let mut acc = _mm512_setzero_ps();
-    for (x, y) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
-        let qx = _mm512_shuffle_epi8(values, nibbles_2x32(&x[0][2..], &x[1][2..]));
-        let qy = join256(load256(&y[0][2..]), load256(&y[1][2..]));
-        let d = _mm_setr_ps(fp16_mul(&y[0], &x[0]), fp16_mul(&y[1], &x[1]), 0.0, 0.0);
-        let dot = _mm512_cvtepi32_ps(dot_i8_512(qx, qy));
-        acc = _mm512_fmadd_ps(spread_2(d, 1), dot, acc);
-    }
-    let mut sum = _mm512_reduce_add_ps(acc);
-    if x.len() % 2 == 1 {
-        let (x, y) = (&x[x.len() - 1], &y[y.len() - 1]);
-        let qx = lookup_nibbles_32(iq4nl_values(), &x[2..]);
-        sum += fp16_mul(y, x) * hsum8(dot_i8_256(qx, load256(&y[2..])));
-    }
-    sum
+    hsum8(acc) + summs
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -376,15 +319,8 @@ kernel_list!(
     Q4_0 => vec_dot_q4_0_q8_0,
     Q4_1 => vec_dot_q4_1_q8_1,
     Q5_1 => vec_dot_q5_1_q8_1,
-    IQ4_NL => vec_dot_iq4_nl_q8_0,
-    IQ4_XS => vec_dot_iq4_xs_q8_k,
     Q5_0 => vec_dot_q5_0_q8_0,
     Q8_0 => vec_dot_q8_0_q8_0,
-    Q2_K => vec_dot_q2_k_q8_k,
-    Q3_K => vec_dot_q3_k_q8_k,
-    Q4_K => vec_dot_q4_k_q8_k,
-    Q5_K => vec_dot_q5_k_q8_k,
-    Q6_K => vec_dot_q6_k_q8_k,
 );
 
 /// The AVX-512 kernels, by weight type (each has the `vec_dot_type` of the scalar table).
@@ -394,4 +330,51 @@ kernel_list!(
 /// checking the CPU has them (`is_x86_feature_detected!`), as `KernelTable::build` does.
 pub(super) unsafe fn kernels() -> &'static [(GgmlType, VecDot)] {
     KERNELS
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::{quantize_activations, table, Isa};
+    use ggml_compat::quant::quantize_row;
+    use ggml_compat::GgmlType;
+
+    /// The integer kernels compute ggml's floats: bit-identical to the AVX2 twins (ggml's own
+    /// loop) for even and odd block counts.
+    #[test]
+    fn integer_kernels_equal_avx2_bit_for_bit() {
+        if !Isa::Avx512.is_available() {
+            return;
+        }
+        let (t512, t2) = (table(Isa::Avx512).unwrap(), table(Isa::Avx2).unwrap());
+        let mut seed = 0x1234_5678u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed as f32 / u32::MAX as f32 - 0.5) * 8.0
+        };
+        use GgmlType::*;
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
+            for blocks in [1usize, 2, 5, 18] {
+                let n = 32 * blocks;
+                let w: Vec<f32> = (0..n).map(|_| next()).collect();
+                let a: Vec<f32> = (0..n).map(|_| next() * next()).collect();
+                let mut wq = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
+                quantize_row(ty, &w, &mut wq, None).unwrap();
+                let k = t512.get(ty).unwrap();
+                let vdt = k.vec_dot_type;
+                let mut aq = vec![0u8; vdt.row_bytes(n as u64).unwrap() as usize];
+                quantize_activations(vdt, &a, n, &mut aq).unwrap();
+                let (got, want) = (
+                    (k.vec_dot)(n, &wq, &aq),
+                    (t2.get(ty).unwrap().vec_dot)(n, &wq, &aq),
+                );
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{ty} × {blocks} blocks: {got} vs {want}"
+                );
+            }
+        }
+    }
 }

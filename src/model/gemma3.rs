@@ -3,7 +3,7 @@
 //! after attention and FFN, GELU-gated FFN, sliding-window layers with their own RoPE base.
 //! GGUF stores Gemma's `(1 + w)` norm weights with the 1 already added.
 
-use super::{ops, Model, ModelError, State};
+use super::{dump, ops, Model, ModelError, State};
 
 /// Runs every layer over the `n` tokens whose (scaled) embeddings are in `state.buf.x`.
 pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), ModelError> {
@@ -12,7 +12,11 @@ pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), Model
     for (il, l) in m.weights.layers.iter().enumerate() {
         let buf = &mut state.buf;
         m.norm_rows(&buf.x, &l.attn_norm, &mut buf.xn, n);
+        dump("attn_norm", il, &buf.xn[..n * c.n_embd]);
         m.project_qkv(l, buf, n)?;
+        dump("Qcur", il, &buf.q);
+        dump("Kcur", il, &buf.k);
+        dump("Vcur", il, &buf.v);
         let q_norm = l
             .q_norm
             .as_deref()
@@ -23,7 +27,11 @@ pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), Model
             .expect("gemma3 loader requires attn_k_norm");
         ops::rms_norm_chunks(&mut buf.q, q_norm, c.rms_eps);
         ops::rms_norm_chunks(&mut buf.k, k_norm, c.rms_eps);
+        dump("Qcur_normed", il, &buf.q);
+        dump("Kcur_normed", il, &buf.k);
         m.rope(il, buf, n, pos0);
+        dump("Qrope", il, &buf.q);
+        dump("Krope", il, &buf.k);
         buf.q.iter_mut().for_each(|v| *v *= c.attn_scale);
         m.attend(il, l, state, n, 1.0)?;
 
@@ -33,22 +41,33 @@ pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), Model
             .post_attn_norm
             .as_deref()
             .expect("gemma3 loader requires post_attention_norm");
+        dump("kqv_out", il, &buf.attn);
+        dump("attn_out", il, &buf.o);
         ops::rms_norm_chunks(&mut buf.o, post_attn, c.rms_eps);
+        dump("attn_post_norm", il, &buf.o);
         ops::add_assign(&mut buf.x, &buf.o);
+        dump("sa_out", il, &buf.x);
 
         // x = x + post_ffn_norm(down · (gelu(gate·xn) * up·xn)), xn = norm(x)
         m.norm_rows(&buf.x, &l.ffn_norm, &mut buf.xn, n);
         let xn = &buf.xn[..n * c.n_embd];
+        dump("ffn_norm", il, xn);
         m.mm(&l.w_gate, xn, n, &mut buf.gate)?;
         m.mm(&l.w_up, xn, n, &mut buf.up)?;
+        dump("ffn_gate", il, &buf.gate);
+        dump("ffn_up", il, &buf.up);
         ops::geglu(&mut buf.gate, &buf.up);
+        dump("ffn_geglu", il, &buf.gate);
         m.mm(&l.w_down, &buf.gate, n, &mut buf.o)?;
+        dump("ffn_out", il, &buf.o);
         let post_ffn = l
             .post_ffn_norm
             .as_deref()
             .expect("gemma3 loader requires post_ffw_norm");
         ops::rms_norm_chunks(&mut buf.o, post_ffn, c.rms_eps);
+        dump("ffn_post_norm", il, &buf.o);
         ops::add_assign(&mut buf.x, &buf.o);
+        dump("l_out", il, &buf.x);
     }
     Ok(())
 }

@@ -1,7 +1,11 @@
 //! The key/value cache (F16, as llama.cpp's default) and causal attention over it.
 
+use super::vmath;
 use crate::kernels::matmul::Parallel;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+mod dot;
 
 /// Keys and values of every layer for positions `0..len`.
 pub struct KvCache {
@@ -91,8 +95,10 @@ pub struct AttnParams {
 /// `cache.len()..cache.len()+n` over layer `il` of the cache, which already holds their keys and
 /// values. Writes (n, n_head*head_dim_v) to `out`. One task per (token, head).
 ///
-/// As in ggml's `mul_mat(k, q)` on an F16 cache, queries are rounded to f16 before the dot
-/// products, and the softmax weights are rounded to f16 before they multiply the values.
+/// As llama.cpp without flash attention: `kq = mul_mat(k, q)` with the queries rounded to f16,
+/// `soft_max_ext`, the weights rounded to f16, `kqv = mul_mat(v, kq)` over the (transposed) value
+/// cache. Each dot product is summed in the order of the path ggml takes on x86: llamafile's
+/// tinyBLAS for a batch of two or more tokens, `ggml_vec_dot_f16` for one (see [`dot`]).
 pub fn attention(
     cache: &KvCache,
     il: usize,
@@ -108,6 +114,11 @@ pub fn attention(
     );
     let pos0 = cache.len;
     let group = p.n_head / p.n_head_kv;
+    let order = if n >= 2 {
+        dot::Order::TinyBlas
+    } else {
+        dot::Order::VecDot
+    };
     let out_ptr = SharedOut(out.as_mut_ptr());
     par.run(n * p.n_head, &|task| {
         let (t, h) = (task / p.n_head, task % p.n_head);
@@ -115,19 +126,20 @@ pub fn attention(
         let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let kvh = h / group;
         let qh = &q[(t * p.n_head + h) * p.head_dim..][..p.head_dim];
-        let q16: Vec<f16> = qh.iter().map(|&x| f16::from_f32(x)).collect();
-        let mut scores: Vec<f32> = (first..=pos)
-            .map(|j| {
-                let k = &cache.k[il][j * cache.n_embd_k + kvh * p.head_dim..][..p.head_dim];
-                let dot: f32 = q16
-                    .iter()
-                    .zip(k)
-                    .map(|(a, b)| a.to_f32() * b.to_f32())
-                    .sum();
-                dot * p.kq_scale
-            })
-            .collect();
+        let q16: Vec<f32> = qh.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        // ggml's rows span the whole KV view (a multiple of 256 cells), so the soft_max's groups
+        // of 16 start at cell 0 and the padding (masked, weight 0) completes the last group.
+        let mut scores = vec![f32::NEG_INFINITY; (pos + 1).next_multiple_of(vmath::LANES)];
+        let mut row = vec![0f32; p.head_dim.max(p.head_dim_v)];
+        for (j, s) in scores.iter_mut().enumerate().take(pos + 1).skip(first) {
+            let k = &cache.k[il][j * cache.n_embd_k + kvh * p.head_dim..][..p.head_dim];
+            k.convert_to_f32_slice(&mut row[..p.head_dim]);
+            *s = dot::kq(order, &row[..p.head_dim], &q16) * p.kq_scale;
+        }
         super::ops::softmax(&mut scores);
+        for s in scores.iter_mut() {
+            *s = f16::from_f32(*s).to_f32();
+        }
         // SAFETY: task (t, h) is the only writer of this head_dim_v-wide slice of `out`, which
         // outlives `par.run`; the bounds were asserted above.
         let o = unsafe {
@@ -136,14 +148,17 @@ pub fn attention(
                 p.head_dim_v,
             )
         };
-        o.fill(0.0);
-        for (j, &w) in (first..=pos).zip(scores.iter()) {
-            let w = f16::from_f32(w).to_f32();
-            let v = &cache.v[il][j * cache.n_embd_v + kvh * p.head_dim_v..][..p.head_dim_v];
-            for (o, v) in o.iter_mut().zip(v) {
-                *o += w * v.to_f32();
-            }
-        }
+        let v = &cache.v[il][kvh * p.head_dim_v..];
+        let mut acc = Vec::new();
+        dot::kqv(
+            order,
+            v,
+            cache.n_embd_v,
+            &scores[..=pos],
+            o,
+            &mut acc,
+            &mut row,
+        );
     });
 }
 

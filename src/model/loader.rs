@@ -76,7 +76,7 @@ impl Loader<'_> {
     }
 
     fn check_dims(&self, t: &TensorInfo, want: &[usize]) -> Result<(), ModelError> {
-        let got: Vec<u64> = t.dims.iter().copied().collect();
+        let got: Vec<u64> = t.dims.to_vec();
         let want_u64: Vec<u64> = want.iter().map(|&d| d as u64).collect();
         if got != want_u64 {
             return Err(ModelError::BadShape {

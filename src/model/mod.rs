@@ -8,6 +8,7 @@ pub mod kv_cache;
 mod llama;
 pub mod loader;
 pub mod ops;
+mod vmath;
 
 use crate::kernels::{matmul_with, MatmulScratch};
 use crate::threadpool::ThreadPool;
@@ -290,6 +291,20 @@ impl Model {
         let d = w.len();
         for (s, o) in src.chunks_exact(d).zip(dst.chunks_exact_mut(d)).take(n) {
             ops::rms_norm(s, w, self.config.rms_eps, o);
+        }
+    }
+}
+
+/// Debug hook for op-by-op comparison with llama.cpp (`tools/parity`): when `KILN_DUMP=DIR` is
+/// set, writes `data` as raw little-endian f32 to `DIR/NAME-IL.f32`, named as llama.cpp's graph
+/// names the tensor (`attn_norm`, `kqv_out`, `ffn_out`, `l_out`, ...), overwriting the previous
+/// forward pass's file. One environment lookup per process when unset.
+pub(crate) fn dump(name: &str, il: usize, data: &[f32]) {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    if let Some(dir) = DIR.get_or_init(|| std::env::var_os("KILN_DUMP").map(Into::into)) {
+        let path = dir.join(format!("{name}-{il}.f32"));
+        if let Err(e) = std::fs::write(&path, bytemuck::cast_slice(data)) {
+            eprintln!("KILN_DUMP: cannot write {}: {e}", path.display());
         }
     }
 }

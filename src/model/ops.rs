@@ -3,6 +3,7 @@
 //! float noise of llama.cpp's.
 
 use super::config::{Rope, RopeKind};
+use super::vmath;
 use half::f16;
 use std::sync::OnceLock;
 
@@ -41,54 +42,45 @@ pub fn rope_cache(rope: &Rope, pos: usize, freq_factors: Option<&[f32]>, cache: 
     }
 }
 
-/// Rotates each `head_dim`-wide head of `x` by the angles in `cache` (from [`rope_cache`]).
-pub fn rope_apply(kind: RopeKind, n_rot: usize, head_dim: usize, cache: &[f32], x: &mut [f32]) {
-    for head in x.chunks_exact_mut(head_dim) {
-        match kind {
-            RopeKind::Norm => {
-                for i in 0..n_rot / 2 {
-                    let (c, s) = (cache[2 * i], cache[2 * i + 1]);
-                    let (x0, x1) = (head[2 * i], head[2 * i + 1]);
-                    head[2 * i] = x0 * c - x1 * s;
-                    head[2 * i + 1] = x0 * s + x1 * c;
-                }
-            }
-            RopeKind::Neox => {
-                let half = n_rot / 2;
-                for i in 0..half {
-                    let (c, s) = (cache[2 * i], cache[2 * i + 1]);
-                    let (x0, x1) = (head[i], head[i + half]);
-                    head[i] = x0 * c - x1 * s;
-                    head[i + half] = x0 * s + x1 * c;
-                }
+vmath::with_fma! {
+    /// Rotates each `head_dim`-wide head of `x` by the angles in `cache` (from [`rope_cache`]) —
+    /// ggml's `rotate_pairs` as GCC compiles it (`-ffp-contract=fast`): the first product of each
+    /// line fused with the rounded second, `x0·cos − x1·sin` = `fma(x0, cos, −(x1·sin))` and
+    /// `x0·sin + x1·cos` = `fma(x0, sin, x1·cos)`.
+    pub fn rope_apply(kind: RopeKind, n_rot: usize, head_dim: usize, cache: &[f32], x: &mut [f32]) {
+        let (stride, offset) = match kind {
+            RopeKind::Norm => (2, 1),
+            RopeKind::Neox => (1, n_rot / 2),
+        };
+        for head in x.chunks_exact_mut(head_dim) {
+            for i in 0..n_rot / 2 {
+                let (c, s) = (cache[2 * i], cache[2 * i + 1]);
+                let (a, b) = (stride * i, stride * i + offset);
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0.mul_add(c, -(x1 * s));
+                head[b] = x0.mul_add(s, x1 * c);
             }
         }
     }
 }
 
-/// `x = softmax(x)` in place — ggml `soft_max`: max-subtracted `expf`, sum in f64.
+/// `x = softmax(x)` in place — ggml `soft_max` on AVX-512: the max, then
+/// [`vmath::soft_max_row`] (`ggml_v_expf` in groups of 16, sum in f64), then every element
+/// scaled by `1/sum` rounded to f32.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for v in x.iter_mut() {
-        let e = if *v == f32::NEG_INFINITY {
-            0.0
-        } else {
-            (*v - max).exp()
-        };
-        sum += e as f64;
-        *v = e;
-    }
+    let sum = vmath::soft_max_row(x, max);
     let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
         *v *= inv;
     }
 }
 
-/// `gate = silu(gate) * up` — ggml `swiglu`.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+/// `gate = silu(gate) * up` — ggml `swiglu` ([`vmath::swiglu_row`]), row by row: the vector
+/// body restarts at each row of `row` elements.
+pub fn swiglu(gate: &mut [f32], up: &[f32], row: usize) {
+    for (g, u) in gate.chunks_mut(row).zip(up.chunks(row)) {
+        vmath::swiglu_row(g, u);
     }
 }
 
@@ -108,11 +100,12 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// ggml's `ggml_gelu_f32`: `0.5x(1 + tanh(sqrt(2/π)·x·(1 + 0.044715x²)))`.
+/// ggml's `ggml_gelu_f32`: `0.5x(1 + tanh(sqrt(2/π)·x·(1 + 0.044715x²)))`, as GCC compiles it
+/// (`-ffp-contract=fast`): `1 + (0.044715x)·x` is one fused multiply-add.
 fn gelu_f32(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const GELU_COEF_A: f32 = 0.044715;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (GELU_COEF_A * x).mul_add(x, 1.0)).tanh())
 }
 
 fn gelu_f16_table() -> &'static [f16] {

@@ -4,19 +4,19 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::unicode;
-use super::vocab::Vocab;
+use super::vocab::{FastHash, Vocab};
 
 /// Merge ranks keyed by `"left right"` (the merge line as llama.cpp splits it).
 #[derive(Debug, Default)]
 pub(crate) struct Merges {
-    ranks: HashMap<Box<str>, u32>,
+    ranks: HashMap<Box<str>, u32, FastHash>,
 }
 
 impl Merges {
     /// Parses merge lines like `llama_vocab::impl::load`: split at the first space after the
     /// first byte; a line without one becomes the pair ("", ""); the first rank of a pair wins.
     pub(crate) fn from_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Merges {
-        let mut ranks = HashMap::new();
+        let mut ranks = HashMap::with_hasher(FastHash::default());
         for (i, line) in lines.into_iter().enumerate() {
             let has_space = line.bytes().skip(1).any(|b| b == b' ');
             let key: Box<str> = if has_space { line.into() } else { " ".into() };

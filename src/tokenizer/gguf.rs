@@ -2,28 +2,16 @@
 
 use ggml_compat::gguf::{GgufFile, Value, ValueType};
 
-use super::vocab::VocabSpec;
-use super::TokenizerError;
+use super::vocab::{VocabSpec, ID_KEYS};
 
-const ID_KEYS: [&str; 17] = [
-    "bos_token_id",
-    "eos_token_id",
-    "eot_token_id",
-    "eom_token_id",
-    "unknown_token_id",
-    "seperator_token_id",
-    "padding_token_id",
-    "mask_token_id",
-    "fim_pre_token_id",
-    "fim_suf_token_id",
-    "fim_mid_token_id",
-    "fim_pad_token_id",
-    "fim_rep_token_id",
-    "fim_sep_token_id",
-    "prefix_token_id",
-    "suffix_token_id",
-    "middle_token_id",
-];
+impl VocabSpec {
+    /// The `tokenizer.ggml.*` metadata of `file`, as stored (no defaults applied); build
+    /// with `Vocab::from_spec` (`llama_vocab::load`), possibly after overriding fields.
+    pub fn from_gguf(file: &GgufFile) -> Result<VocabSpec, TokenizerError> {
+        spec_from_gguf(file)
+    }
+}
+use super::TokenizerError;
 
 const FLAG_KEYS: [&str; 5] = [
     "add_bos_token",

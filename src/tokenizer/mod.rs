@@ -1,14 +1,29 @@
 //! Tokenizers built from GGUF vocabularies, matching llama.cpp (`src/llama-vocab.cpp`,
 //! `src/unicode.cpp`) token for token: byte-level BPE (`gpt2`) with the pre-tokenizer named
 //! by `tokenizer.ggml.pre`, and SentencePiece (`llama`) with byte fallback.
+//!
+//! Layout: `vocab` (metadata → tokens, attributes, special ids, the defaults of
+//! `llama_vocab::load`), `pretokenize` (the hand-written splitters llama.cpp has for the
+//! GPT-2 / Llama-3 / Qwen2 regexes, small matchers for the simple ones) and `regex_split`
+//! (its `std::regex` fallback for the rest), `bpe` and `spm` (the two merge loops),
+//! `unicode` + `unicode_data` (codepoint categories, Unicode 15.1 as in llama.cpp) and
+//! `hash_order` (libstdc++'s `unordered_map` order, which decides EOT/FIM detection when a
+//! vocabulary has several candidates). The tests compare against llama.cpp itself
+//! (`tests/tokenizer/README.md`).
 
 mod bpe;
 mod gguf;
+mod hash_order;
 pub mod pretokenize;
+mod regex_split;
+mod regexes;
 mod spm;
 mod unicode;
 mod unicode_data;
 pub mod vocab;
+
+#[cfg(test)]
+mod tests;
 
 pub use pretokenize::PreTokenizer;
 pub use vocab::{attr, TokenData, Vocab, VocabSpec, VocabType};
@@ -69,11 +84,12 @@ impl Tokenizer {
     /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata
     /// (`llama_vocab::load`).
     pub fn from_gguf(file: &ggml_compat::gguf::GgufFile) -> Result<Tokenizer, TokenizerError> {
-        Ok(Tokenizer::new(Vocab::from_spec(&gguf::spec_from_gguf(
+        Ok(Tokenizer::new(Vocab::from_spec(gguf::spec_from_gguf(
             file,
         )?)?))
     }
 
+    /// The vocabulary: token texts, attributes, special ids and flags (`llama_vocab`).
     pub fn vocab(&self) -> &Vocab {
         &self.vocab
     }
@@ -198,7 +214,7 @@ impl Tokenizer {
             if !parse_special && t.attr & (attr::CONTROL | attr::UNKNOWN) != 0 {
                 continue;
             }
-            let needle = t.text.as_bytes();
+            let needle_len = t.text.len();
             if !frags.iter().any(|f| matches!(f, Fragment::Text { .. })) {
                 break;
             }
@@ -210,7 +226,9 @@ impl Tokenizer {
                 };
                 let (mut base, mut blen) = (start, len);
                 loop {
-                    let Some(m) = find(&bytes[base..base + blen], needle).map(|m| m + base) else {
+                    // fragment ends sit on char boundaries: the needles are whole UTF-8 strings
+                    let hay = text.get(base..base + blen).unwrap_or("");
+                    let Some(m) = hay.find(t.text.as_str()).map(|m| m + base) else {
                         if blen > 0 {
                             out.push(Fragment::Text {
                                 start: base,
@@ -234,7 +252,7 @@ impl Tokenizer {
                         }
                     }
                     out.push(Fragment::Token(id));
-                    let end = m + needle.len();
+                    let end = m + needle_len;
                     if end >= base + blen {
                         break;
                     }
@@ -411,29 +429,4 @@ impl StreamDecoder<'_> {
 /// C `isspace` in the "C" locale.
 fn is_c_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
-}
-
-/// First occurrence of `needle` in `hay`.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || needle.len() > hay.len() {
-        return None;
-    }
-    let first = needle[0];
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        match hay[i..hay.len() - needle.len() + 1]
-            .iter()
-            .position(|&b| b == first)
-        {
-            None => return None,
-            Some(p) => {
-                i += p;
-                if &hay[i..i + needle.len()] == needle {
-                    return Some(i);
-                }
-                i += 1;
-            }
-        }
-    }
-    None
 }

@@ -8,6 +8,8 @@
 //! category. The regexes used here are small enough to write as matchers with the same
 //! leftmost-first, backtracking semantics; the comments give the regex each one stands for.
 
+use super::regex_split;
+use super::regexes as re;
 use super::unicode::{self, Flags};
 
 /// A character class as the collapsed `std::regex` sees it.
@@ -65,8 +67,9 @@ pub(crate) enum Stage {
     Gpt2,
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
     /// — `unicode_regex_split_custom_llama3` for `digits == 3`; with `digits == 1` it is the
-    /// Qwen2 regex, which llama.cpp runs through `std::regex` with the same result.
-    Llama3 { digits: usize },
+    /// Qwen2 regex (`unicode_regex_split_custom_qwen2`). With `marks`, letter runs also take
+    /// `\p{M}` (`[\p{L}\p{M}]+`, `[^\s\p{L}\p{M}\p{N}]`): Qwen3.5's regex.
+    Llama3 { digits: usize, marks: bool },
     /// `class+`
     Run(Class),
     /// `class`
@@ -75,6 +78,8 @@ pub(crate) enum Stage {
     AsciiDigits3,
     /// `\s?class+`
     SpaceRun(Class),
+    /// Any other regex of llama.cpp's lists, run like its `std::regex` fallback.
+    Regex(&'static str),
 }
 
 /// The regex lists of `llm_tokenizer_bpe`, by `tokenizer.ggml.pre` family.
@@ -92,6 +97,60 @@ pub enum PreTokenizer {
     Gpt2,
     /// qwen2 / stablelm2 / hunyuan / megrez
     Qwen2,
+    /// qwen35
+    Qwen35,
+    /// deepseek-llm
+    DeepseekLlm,
+    /// deepseek-v3 / hunyuan-dense / joyai-llm / hy_v4
+    Deepseek3,
+    /// spark2_5
+    Spark25,
+    /// youtu
+    Youtu,
+    /// tekken
+    Tekken,
+    /// gpt-4o / llama4 / kanana2 / talkie / minimax-m2
+    Gpt4o,
+    /// jais-2
+    Jais2,
+    /// poro-chat / bloom / gpt3-finnish
+    Poro,
+    /// viking
+    Viking,
+    /// chameleon
+    Chameleon,
+    /// bailingmoe / bailingmoe2 / llada-moe
+    Bailingmoe,
+    /// seed-coder
+    SeedCoder,
+    /// ufakzeka
+    Ufakzeka,
+    /// grok-2
+    Grok2,
+    /// exaone-moe
+    ExaoneMoe,
+    /// minicpm5
+    Minicpm5,
+    /// laguna
+    Laguna,
+}
+
+/// `Stage::Regex` for each pattern of a list.
+macro_rules! regex_stages {
+    ($list:expr, $n:literal) => {{
+        const L: [&str; $n] = $list;
+        const fn build() -> [Stage; $n] {
+            let mut out = [Stage::Regex(""); $n];
+            let mut i = 0;
+            while i < $n {
+                out[i] = Stage::Regex(L[i]);
+                i += 1;
+            }
+            out
+        }
+        const S: [Stage; $n] = build();
+        &S
+    }};
 }
 
 impl PreTokenizer {
@@ -104,7 +163,10 @@ impl PreTokenizer {
                 Stage::Run(Number),
                 Stage::AsciiDigits3,
             ],
-            PreTokenizer::Llama3 => &[Stage::Llama3 { digits: 3 }],
+            PreTokenizer::Llama3 => &[Stage::Llama3 {
+                digits: 3,
+                marks: false,
+            }],
             PreTokenizer::DeepseekCoder => &[
                 Stage::One(CrLf),
                 Stage::SpaceRun(Letter),
@@ -115,7 +177,51 @@ impl PreTokenizer {
             PreTokenizer::Falcon => &[Stage::Run(PunctFalcon), Stage::Gpt2, Stage::AsciiDigits3],
             PreTokenizer::Starcoder => &[Stage::One(Number), Stage::Gpt2],
             PreTokenizer::Gpt2 => &[Stage::Gpt2],
-            PreTokenizer::Qwen2 => &[Stage::Llama3 { digits: 1 }],
+            PreTokenizer::Qwen2 => &[Stage::Llama3 {
+                digits: 1,
+                marks: false,
+            }],
+            PreTokenizer::Qwen35 => &[Stage::Llama3 {
+                digits: 1,
+                marks: true,
+            }],
+            PreTokenizer::DeepseekLlm => regex_stages!(re::DEEPSEEK_LLM, 6),
+            PreTokenizer::Deepseek3 => regex_stages!(re::DEEPSEEK3_LLM, 3),
+            PreTokenizer::Spark25 => regex_stages!(re::SPARK2_5, 4),
+            PreTokenizer::Youtu => regex_stages!(re::YOUTU, 2),
+            PreTokenizer::Tekken => regex_stages!(re::TEKKEN, 1),
+            PreTokenizer::Gpt4o => regex_stages!(re::GPT4O, 1),
+            PreTokenizer::Jais2 => regex_stages!(re::JAIS2, 1),
+            PreTokenizer::Poro => regex_stages!(re::PORO, 1),
+            PreTokenizer::Viking => regex_stages!(re::VIKING, 2),
+            PreTokenizer::Chameleon => {
+                // the last regex is GPT-2's, which has the hand-written splitter
+                const C: [Stage; 6] = [
+                    Stage::Regex(re::CHAMELEON[0]),
+                    Stage::Regex(re::CHAMELEON[1]),
+                    Stage::Regex(re::CHAMELEON[2]),
+                    Stage::Regex(re::CHAMELEON[3]),
+                    Stage::Regex(re::CHAMELEON[4]),
+                    Stage::Gpt2,
+                ];
+                &C
+            }
+            PreTokenizer::Bailingmoe => regex_stages!(re::BAILINGMOE, 1),
+            PreTokenizer::SeedCoder => regex_stages!(re::SEED_CODER, 1),
+            PreTokenizer::Ufakzeka => regex_stages!(re::UFAKZEKA, 1),
+            PreTokenizer::Grok2 => &[Stage::Llama3 {
+                digits: 1,
+                marks: false,
+            }],
+            PreTokenizer::ExaoneMoe => regex_stages!(re::EXAONE_MOE, 1),
+            PreTokenizer::Minicpm5 => regex_stages!(re::MINICPM5, 2),
+            PreTokenizer::Laguna => &[
+                Stage::Regex("[^\\n]+|[\\n]+"),
+                Stage::Llama3 {
+                    digits: 1,
+                    marks: false,
+                },
+            ],
         }
     }
 }
@@ -165,12 +271,13 @@ impl Seg<'_> {
     fn match_at(&self, stage: Stage, p: usize) -> Option<usize> {
         match stage {
             Stage::Gpt2 => Some(self.gpt2(p)),
-            Stage::Llama3 { digits } => Some(self.llama3(p, digits)),
+            Stage::Llama3 { digits, marks } => Some(self.llama3(p, digits, marks)),
             Stage::Run(c) => self.in_class(p, c).then(|| self.run(p, c) - p),
             Stage::One(c) => self.in_class(p, c).then_some(1),
             Stage::AsciiDigits3 => (0..3)
                 .all(|i| self.cpt(p + i).is_some_and(|c| (0x30..=0x39).contains(&c)))
                 .then_some(3),
+            Stage::Regex(_) => None,
             Stage::SpaceRun(c) => {
                 if self.fl(p).whitespace && self.in_class(p + 1, c) {
                     Some(self.run(p + 1, c) - p)
@@ -232,25 +339,27 @@ impl Seg<'_> {
         self.trailing_space(p, n)
     }
 
-    fn llama3(&self, p: usize, digits: usize) -> usize {
+    fn llama3(&self, p: usize, digits: usize, marks: bool) -> usize {
         if let Some(n) = self.contraction(p, true) {
             return n;
         }
         let f = self.fl(p);
+        let word = |f: Flags| f.is_letter() || (marks && f.is_mark());
         // [^\r\n\p{L}\p{N}]?\p{L}+
         if !(self.is(p, '\r') || self.is(p, '\n') || f.is_number())
-            && (f.is_letter() || self.fl(p + 1).is_letter())
+            && (word(f) || word(self.fl(p + 1)))
         {
-            return self.run_while(p + 1, Flags::is_letter) - p;
+            return self.run_while(p + 1, word) - p;
         }
         // \p{N}{1,digits}
         if f.is_number() {
             return (self.run_while(p, Flags::is_number) - p).min(digits);
         }
         // ` ?[^\s\p{L}\p{N}]+[\r\n]*`; llama.cpp tests the current flags for "in range" here
+        let other = |f: Flags| Self::other(f) && !(marks && f.is_mark());
         let space = self.is(p, ' ') as usize;
-        if Self::other(self.fl(p + space)) || (space == 1 && self.fl(p + 1) == Flags::OUT) {
-            let mut q = self.run_while(p + space, Self::other);
+        if other(self.fl(p + space)) || (space == 1 && self.fl(p + 1) == Flags::OUT) {
+            let mut q = self.run_while(p + space, other);
             while self.is(q, '\r') || self.is(q, '\n') {
                 q += 1;
             }
@@ -283,6 +392,10 @@ pub(crate) fn split<'t>(text: &'t str, stages: &[Stage]) -> Vec<&'t str> {
     let s = Splitter { cpts, flags };
     let mut segs = vec![(0usize, s.cpts.len())];
     for &stage in stages {
+        if let Stage::Regex(pattern) = stage {
+            segs = regex_split::split(pattern, &s.cpts, &s.flags, &segs);
+            continue;
+        }
         let mut out = Vec::with_capacity(segs.len());
         for &(ini, len) in &segs {
             let seg = Seg {

@@ -5,6 +5,7 @@ use super::unicode_data::CATEGORY_RANGES;
 pub(crate) const UNDEFINED: u8 = 0x01;
 pub(crate) const NUMBER: u8 = 0x02;
 pub(crate) const LETTER: u8 = 0x04;
+pub(crate) const ACCENT_MARK: u8 = 0x10;
 pub(crate) const PUNCTUATION: u8 = 0x20;
 
 /// The flags of one codepoint (`unicode_cpt_flags`). `Flags::OUT` (all zero) stands for a
@@ -27,6 +28,9 @@ impl Flags {
     }
     pub fn is_number(self) -> bool {
         self.category & NUMBER != 0
+    }
+    pub fn is_mark(self) -> bool {
+        self.category & ACCENT_MARK != 0
     }
     pub fn is_punctuation(self) -> bool {
         self.category & PUNCTUATION != 0

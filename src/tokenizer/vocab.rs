@@ -2,8 +2,10 @@
 //! `llama_vocab::impl::load` (src/llama-vocab.cpp) applies for each model and pre-tokenizer.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::bpe::Merges;
+use super::hash_order;
 use super::pretokenize::PreTokenizer;
 use super::unicode;
 use super::TokenizerError;
@@ -68,7 +70,7 @@ pub struct Vocab {
     /// The BPE pre-tokenizer (`None` for SPM).
     pub pre: Option<PreTokenizer>,
     pub(crate) tokens: Vec<TokenData>,
-    token_to_id: HashMap<Box<str>, u32>,
+    token_to_id: HashMap<Box<str>, u32, FastHash>,
     pub(crate) merges: Merges,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
@@ -95,7 +97,7 @@ pub struct Vocab {
 
 /// The special-id keys in the order `load` reads them; the last three are deprecated
 /// aliases of the FIM ids and override them.
-const ID_KEYS: [&str; 17] = [
+pub(super) const ID_KEYS: [&str; 17] = [
     "bos_token_id",
     "eos_token_id",
     "eot_token_id",
@@ -206,7 +208,8 @@ fn pre_type(pre: &str) -> Option<(PreTokenizer, bool, bool, bool, bool)> {
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
         | "lfm2" | "jina-v5-nano" => (Llama3, true, true, true, false),
         "dbrx" | "smaug-bpe" => (Llama3, true, false, false, false),
-        "glm4" | "chatglm-bpe" => (Llama3, true, false, false, true),
+        "chatglm-bpe" => (Llama3, true, false, false, true),
+        "glm4" | "glm5" => (Llama3, true, true, false, true),
         "deepseek-coder" => (DeepseekCoder, false, false, false, false),
         "falcon" => (Falcon, true, false, false, false),
         "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
@@ -222,6 +225,29 @@ fn pre_type(pre: &str) -> Option<(PreTokenizer, bool, bool, bool, bool)> {
             (Qwen2, false, false, false, false)
         }
         "megrez" | "stablelm2" => (Qwen2, true, false, false, false),
+        "qwen35" => (Qwen35, false, false, false, false),
+        "deepseek-llm" => (DeepseekLlm, false, false, false, false),
+        "deepseek-v3" | "hunyuan-dense" | "hy_v4" | "joyai-llm" => {
+            (Deepseek3, false, false, false, false)
+        }
+        "spark2_5" => (Spark25, false, false, false, false),
+        "youtu" => (Youtu, false, true, false, false),
+        "tekken" => (Tekken, false, true, true, false),
+        "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => {
+            (Gpt4o, false, false, false, false)
+        }
+        "jais-2" => (Jais2, true, false, false, false),
+        "poro-chat" => (Poro, false, false, false, false),
+        "bloom" | "gpt3-finnish" => (Poro, true, false, false, false),
+        "viking" => (Viking, false, false, false, false),
+        "chameleon" => (Chameleon, false, false, true, false),
+        "bailingmoe" | "bailingmoe2" | "llada-moe" => (Bailingmoe, false, false, false, false),
+        "seed-coder" => (SeedCoder, false, false, false, false),
+        "ufakzeka" => (Ufakzeka, false, false, false, false),
+        "grok-2" => (Grok2, false, false, false, false),
+        "exaone-moe" => (ExaoneMoe, true, false, false, false),
+        "minicpm5" => (Minicpm5, true, true, false, false),
+        "laguna" => (Laguna, false, false, false, false),
         _ => return None,
     })
 }
@@ -230,7 +256,7 @@ impl Vocab {
     /// Builds the vocabulary like `llama_vocab::impl::load`: model and pre-tokenizer
     /// defaults first, then the metadata overrides, then the text-based detection of
     /// EOT/FIM/EOG tokens and the special-token and piece caches.
-    pub fn from_spec(spec: &VocabSpec) -> Result<Vocab, TokenizerError> {
+    pub fn from_spec(spec: VocabSpec) -> Result<Vocab, TokenizerError> {
         let n = spec.tokens.len();
         let flag = |k: &str| spec.flags.get(k).copied();
         // model defaults: (kind, bos, eos, unk)
@@ -243,7 +269,7 @@ impl Vocab {
             kind,
             pre: None,
             tokens: Vec::with_capacity(n),
-            token_to_id: HashMap::with_capacity(n),
+            token_to_id: HashMap::with_capacity_and_hasher(n, FastHash::default()),
             merges: Merges::default(),
             bos: None,
             eos: None,
@@ -275,6 +301,12 @@ impl Vocab {
                 let name = spec.pre.as_deref().unwrap_or("default");
                 let (pre, clean, ignore, add_bos, no_bos) = pre_type(name)
                     .ok_or_else(|| TokenizerError::UnsupportedPre(name.to_string()))?;
+                for stage in pre.stages() {
+                    if let super::pretokenize::Stage::Regex(p) = stage {
+                        super::regex_split::compiled(p)
+                            .map_err(|e| TokenizerError::UnsupportedPre(format!("{name}: {e}")))?;
+                    }
+                }
                 v.pre = Some(pre);
                 v.clean_spaces = clean;
                 v.ignore_merges = ignore;
@@ -406,19 +438,50 @@ impl Vocab {
 
     /// Text-based EOT/EOM/FIM/EOG detection and the unused/EOG fix-ups of `load`.
     fn detect_special_tokens(&mut self) {
-        // llama.cpp walks an unordered_map, so when several candidates exist the one it picks
-        // depends on hashing; we take the first in its list order instead.
+        // llama.cpp takes the first candidate its unordered_map yields; replay that order
+        // when it matters (several candidates present), else any candidate is the answer
+        let lists: Vec<(&[&str], bool)> = [
+            (&EOT_TEXTS[..], self.eot.is_none()),
+            (&["<|eom_id|>"][..], self.eom.is_none()),
+        ]
+        .into_iter()
+        .chain(
+            FIM_TEXTS
+                .iter()
+                .zip(self.fim)
+                .map(|(t, id)| (*t, id.is_none())),
+        )
+        .collect();
+        let ambiguous = lists.iter().any(|&(texts, open)| {
+            open && texts
+                .iter()
+                .filter(|t| self.text_to_token(t).is_some())
+                .count()
+                > 1
+        });
+        let order = if ambiguous {
+            hash_order::token_to_id_order(self.tokens.iter().map(|t| t.text.as_str()))
+        } else {
+            None
+        };
+        let pick = |v: &Self, texts: &[&str]| -> Option<u32> {
+            let ids: Vec<u32> = texts.iter().filter_map(|t| v.text_to_token(t)).collect();
+            match (&order, ids.len()) {
+                (Some(order), 2..) => order.iter().copied().find(|id| ids.contains(id)),
+                _ => ids.first().copied(),
+            }
+        };
         if self.eot.is_none() {
-            self.eot = self.find_first(&EOT_TEXTS);
+            self.eot = pick(self, &EOT_TEXTS);
             self.mark_control(self.eot);
         }
         if self.eom.is_none() {
-            self.eom = self.find_first(&["<|eom_id|>"]);
+            self.eom = pick(self, &["<|eom_id|>"]);
             self.mark_control(self.eom);
         }
         for (slot, texts) in FIM_TEXTS.iter().enumerate() {
             if self.fim[slot].is_none() {
-                self.fim[slot] = self.find_first(texts);
+                self.fim[slot] = pick(self, texts);
                 self.mark_control(self.fim[slot]);
             }
         }
@@ -466,10 +529,6 @@ impl Vocab {
                 self.tokens[s as usize].attr = attr::NORMAL;
             }
         }
-    }
-
-    fn find_first(&self, texts: &[&str]) -> Option<u32> {
-        texts.iter().find_map(|t| self.text_to_token(t))
     }
 
     fn mark_control(&mut self, id: Option<u32>) {
@@ -580,6 +639,45 @@ impl Vocab {
     /// `llama_vocab::is_eog`
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog.contains(&id)
+    }
+}
+
+/// A multiply-rotate hash (FxHash) for the token maps: token lookups dominate tokenizing
+/// time, and the keys are not chosen by an adversary at run time.
+pub(crate) type FastHash = BuildHasherDefault<FxHasher>;
+
+#[derive(Default)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(buf) ^ (rest.len() as u64) << 56);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

@@ -78,18 +78,24 @@ fn q6_high(shifted: __m256i, m2: __m256i) -> __m256i {
     _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, m2))
 }
 
-/// Q6_K · Q8_K. Matches the AVX2 branch of `ggml_vec_dot_q6_K_q8_K`: the bias 32 is taken out
-/// as `maddubs(32, q8)` so that `maddubs` sees unsigned 6-bit quants.
+/// Q6_K · Q8_K. Matches the AVX2 branch of `ggml_vec_dot_q6_K_q8_K` (0c1e570): `maddubs` sees
+/// the unsigned 6-bit quants, and the bias 32 is subtracted once per block and lane as
+/// `32 · madd(bsums, scales)` — which moves it between lanes compared with subtracting
+/// `maddubs(32, q8)` per element, so the lanes' float sums (and the result's last bits) differ.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let m4 = _mm256_set1_epi8(0xF);
     let m2 = _mm256_set1_epi8(3);
-    let m32s = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
     for (x, y) in blocks::<Q6K, Q8K>(n, QK_K, w, a) {
         // ql at 0..128, qh at 128..192, scales at 192..208, d at 208.
         let d = f32_at(&y[0..]) * fp16(&x[208..]);
         let scales = load128(&x[192..]);
+        // The bias 32 of every q, taken out once per lane: 32 · (bsums · scales) pairwise.
+        let q8sclsub = _mm256_slli_epi32::<5>(_mm256_madd_epi16(
+            load256(&y[Q8K_BSUMS..]),
+            _mm256_cvtepi8_epi16(scales),
+        ));
         let mut sumi = _mm256_setzero_si256();
         for j in 0..QK_K / 128 {
             let q4bits1 = load256(&x[64 * j..]);
@@ -113,14 +119,14 @@ pub(super) fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let mut p = [_mm256_setzero_si256(); 4];
             for (k, (p, q4)) in p.iter_mut().zip(q4).enumerate() {
                 let q8 = load256(&y[Q8K_QS + 128 * j + 32 * k..]);
-                let q8s = _mm256_maddubs_epi16(m32s, q8);
-                let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4, q8), q8s);
+                let p16 = _mm256_maddubs_epi16(q4, q8);
                 let scale = _mm_shuffle_epi8(scales, scale_shuffle(4 * j + k));
                 *p = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale), p16);
             }
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[0], p[1]));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[2], p[3]));
         }
+        sumi = _mm256_sub_epi32(sumi, q8sclsub);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_float_8(acc)

@@ -1,0 +1,78 @@
+//! Activation conversion to Q8_0 / Q8_1 as ggml-cpu's x86 build does it (`quantize_row_q8_0`
+//! and `quantize_row_q8_1` in `ggml-cpu/arch/x86/quants.c`, the `from_float` of those types on
+//! AVX/AVX2/AVX-512 CPUs). It differs from the reference quantizer in two places, and on real
+//! activations both matter: the multiplier is `127 / amax` (not `1 / (amax / 127)`), and the
+//! products are rounded half to even (`_mm256_round_ps`), not half away from zero (`roundf`).
+//! Each element is independent, so plain Rust computes exactly what the vector code computes.
+
+use half::f16;
+
+const QK: usize = 32;
+
+/// `(d, qs)` of one block of 32: ggml's max-abs, `d = amax / 127`, `id = 127 / amax`,
+/// `qs = round_ties_even(x * id)`.
+fn block(x: &[f32], qs: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even() as i8;
+    }
+    d
+}
+
+/// One row of whole Q8_0 blocks (`d: f16`, 32 × `i8`) into `out` — ggml-cpu x86
+/// `quantize_row_q8_0`.
+pub fn quantize_row_q8_0_x86(x: &[f32], out: &mut [u8]) {
+    for (x, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(2 + QK)) {
+        let mut qs = [0i8; QK];
+        let d = block(x, &mut qs);
+        b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        b[2..].copy_from_slice(bytemuck::cast_slice(&qs));
+    }
+}
+
+/// One row of whole Q8_1 blocks (`d: f16`, `s: f16`, 32 × `i8`) into `out` — ggml-cpu x86
+/// `quantize_row_q8_1`: `s = d * Σ qs` (the integer sum converted to f32).
+pub fn quantize_row_q8_1_x86(x: &[f32], out: &mut [u8]) {
+    for (x, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(4 + QK)) {
+        let mut qs = [0i8; QK];
+        let d = block(x, &mut qs);
+        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+        b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        b[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
+        b[4..].copy_from_slice(bytemuck::cast_slice(&qs));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ties_round_to_even_and_multiplier_is_127_over_amax() {
+        // amax 127 → id 1: 2.5 rounds to 2 (roundf would give 3), -3.5 to -4.
+        let mut x = [0f32; QK];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = -3.5;
+        let mut out = [0u8; 2 + QK];
+        quantize_row_q8_0_x86(&x, &mut out);
+        let qs: &[i8] = bytemuck::cast_slice(&out[2..]);
+        assert_eq!(&qs[..3], &[127, 2, -4]);
+        assert_eq!(f16::from_le_bytes([out[0], out[1]]).to_f32(), 1.0);
+    }
+
+    #[test]
+    fn q8_1_sum_is_d_times_integer_sum() {
+        let x: Vec<f32> = (0..QK).map(|i| i as f32 - 10.0).collect();
+        let mut out = [0u8; 4 + QK];
+        quantize_row_q8_1_x86(&x, &mut out);
+        let d = f16::from_le_bytes([out[0], out[1]]).to_f32();
+        let qs: &[i8] = bytemuck::cast_slice(&out[4..]);
+        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+        let s = f16::from_le_bytes([out[2], out[3]]).to_f32();
+        assert_eq!(s, f16::from_f32((21.0f32 / 127.0) * sum as f32).to_f32());
+        assert!(d > 0.0);
+    }
+}

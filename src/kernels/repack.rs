@@ -1,0 +1,120 @@
+//! Q4_K weights as ggml-cpu multiplies them on AVX2 / AVX-512 CPUs: a Q4_K matrix whose row
+//! count is a multiple of 8 is repacked at load into the `q4_K_8x8_q8_K` layout
+//! (`ggml_repack_get_optimal_repack_type` in `ggml-cpu/repack.cpp`), and every product then runs
+//! through `ggml_gemm_q4_K_8x8_q8_K` (four activation rows at a time) or
+//! `ggml_gemv_q4_K_8x8_q8_K` (the rest) in `ggml-cpu/arch/x86/repack.cpp`, never through
+//! `ggml_vec_dot_q4_K_q8_K`. Both sum differently from that vec_dot: per super-block, the
+//! integer sums of all eight sub-blocks (scaled) and of the mins are formed exactly, then fused
+//! into two f32 accumulators, `acc += isum · (d·d8)` and `acc_min += imin · (dmin·d8)`, and the
+//! result is `acc − acc_min`. Activations are Q8_K either way (`ggml_quantize_mat_q8_K_4x8`
+//! computes the same blocks as `quantize_row_q8_K`, interleaved).
+
+use super::scalar::{k_scales_mins, with_rows};
+use ggml_compat::blocks::{BlockQ4K, BlockQ6K, BlockQ8K};
+use ggml_compat::quant::float::fp16_to_fp32 as h;
+use ggml_compat::QK_K;
+
+/// Rows of a Q4_K matrix ggml repacks (`ne[1] % 8 == 0`).
+pub fn q4_k_is_repacked(rows: usize) -> bool {
+    rows.is_multiple_of(8)
+}
+
+/// Q4_K · Q8_K in the order of ggml's x86 `ggml_gemm_q4_K_8x8_q8_K` (activation rows in
+/// groups of four): one fused update of each accumulator per 64 elements (two sub-blocks).
+pub fn vec_dot_q4_k_q8_k_gemm(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    with_fma(n, w, a, body::<2>)
+}
+
+/// Q4_K · Q8_K in the order of ggml's x86 `ggml_gemv_q4_K_8x8_q8_K` (the activation rows left
+/// over after the groups of four): one fused update per super-block of 256.
+pub fn vec_dot_q4_k_q8_k_gemv(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    with_fma(n, w, a, body::<8>)
+}
+
+#[inline(always)]
+fn with_fma(n: usize, w: &[u8], a: &[u8], f: fn(usize, &[u8], &[u8]) -> f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "fma")]
+        fn fast(n: usize, w: &[u8], a: &[u8], f: fn(usize, &[u8], &[u8]) -> f32) -> f32 {
+            f(n, w, a)
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has FMA (checked just above).
+            return unsafe { fast(n, w, a, f) };
+        }
+    }
+    f(n, w, a)
+}
+
+/// The dot product with the accumulators updated once per `SUBS` sub-blocks of 32.
+#[inline(always)]
+fn body<const SUBS: usize>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    with_rows(w, a, |x: &[BlockQ4K], y: &[BlockQ8K]| {
+        let (mut acc, mut acc_min) = (0f32, 0f32);
+        for (x, y) in x.iter().zip(y).take(n / QK_K) {
+            let (scales, mins) = k_scales_mins(&x.scales);
+            let (d, dmin) = (h(x.d) * y.d, h(x.dmin) * y.d);
+            let (mut isum, mut imin) = (0i32, 0i32);
+            for s in 0..8 {
+                // sub-block s: elements 32s.., nibbles (s % 2 == 0 low, else high) of bytes
+                // 32 * (s / 2)..
+                let bytes = &x.qs[32 * (s / 2)..][..32];
+                let dot: i32 = bytes
+                    .iter()
+                    .zip(&y.qs[32 * s..][..32])
+                    .map(|(&b, &q)| (if s % 2 == 0 { b & 0xF } else { b >> 4 }) as i32 * q as i32)
+                    .sum();
+                isum += scales[s] as i32 * dot;
+                imin += mins[s] as i32 * (y.bsums[2 * s] as i32 + y.bsums[2 * s + 1] as i32);
+                if (s + 1) % SUBS == 0 {
+                    acc = (isum as f32).mul_add(d, acc);
+                    acc_min = (imin as f32).mul_add(dmin, acc_min);
+                    (isum, imin) = (0, 0);
+                }
+            }
+        }
+        acc - acc_min
+    })
+}
+
+/// Token batches from which ggml multiplies K-quant weights through its tiled kernels
+/// (`ggml_tiled_min_batch` in `ggml-cpu/tiled/tiled.cpp`).
+pub const TILED_MIN_BATCH: usize = 8;
+
+/// Q6_K · Q8_K in the order of ggml's tiled K-quant matmul (`ggml-cpu/tiled/`, taken for
+/// batches of at least [`TILED_MIN_BATCH`] tokens): per super-block the exact integer sum
+/// `Σ scale · Σ (q − 32) · a`, converted to f32, times the weight's `d`, then fused into the
+/// accumulator with the activation's `d` (`buf += result · d8`, contracted by GCC).
+pub fn vec_dot_q6_k_q8_k_tiled(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    with_fma(n, w, a, q6_k_tiled_body)
+}
+
+#[inline(always)]
+fn q6_k_tiled_body(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    with_rows(w, a, |x: &[BlockQ6K], y: &[BlockQ8K]| {
+        let mut acc = 0f32;
+        for (x, y) in x.iter().zip(y).take(n / QK_K) {
+            let mut q = [0i32; QK_K];
+            for half in 0..2 {
+                let (ql, qh) = (&x.ql[64 * half..], &x.qh[32 * half..]);
+                let out = &mut q[128 * half..];
+                for l in 0..32 {
+                    out[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32;
+                    out[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32;
+                    out[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32;
+                    out[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32;
+                }
+            }
+            let mut isum = 0i32;
+            for (s, &sc) in x.scales.iter().enumerate() {
+                let raw: i32 = (0..16)
+                    .map(|e| (q[16 * s + e] - 32) * y.qs[16 * s + e] as i32)
+                    .sum();
+                isum += sc as i32 * raw;
+            }
+            acc = (isum as f32 * h(x.d)).mul_add(y.d, acc);
+        }
+        acc
+    })
+}

@@ -1,0 +1,253 @@
+//! Shared by the converter/quantizer golden tests: the Hugging Face folder that
+//! `../shared/tools/gguf_to_hf.py` makes from SmolLM2-135M-Instruct.Q4_1.gguf, kiln's F16
+//! conversion of it (checked against `hf-to-gguf.json` before anything uses it), and the
+//! comparison of a GGUF file with one entry of a golden JSON file.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use indicatif::ProgressBar;
+use kiln::convert::hf_to_gguf::{convert_dir, ConvertParams};
+use kiln::convert::recipe::Ftype;
+use kiln::ggml_compat::gguf::{GgufFile, Value};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A golden file: parsed, plus its text (serde_json's maps are sorted; the key order of the
+/// metadata is read from the text).
+pub struct Golden {
+    pub json: Json,
+    text: String,
+}
+
+pub fn golden(name: &str) -> Golden {
+    let p = root().join("../shared/golden/convert").join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    Golden { json, text }
+}
+
+impl Golden {
+    /// The metadata keys of entry `file` in file order: the golden is pretty-printed with
+    /// one-space indents, so they are the lines indented by exactly three spaces.
+    fn key_order(&self, file: &str) -> Vec<String> {
+        let start = self
+            .text
+            .find(&format!("\"file\": \"{file}\""))
+            .expect("entry in golden text");
+        let md = start
+            + self.text[start..]
+                .find("\"metadata\": {")
+                .expect("metadata");
+        let mut keys = Vec::new();
+        for line in self.text[md..].lines().skip(1) {
+            if !line.starts_with("   ") {
+                break;
+            }
+            if let Some(rest) = line.strip_prefix("   \"") {
+                if let Some(end) = rest.find("\": ") {
+                    keys.push(serde_json::from_str(&format!("\"{}\"", &rest[..end])).unwrap());
+                }
+            }
+        }
+        keys
+    }
+}
+
+pub fn work_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("convert-golden");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The verified SmolLM2 GGUF (`models/fetch.py`).
+fn smollm2() -> PathBuf {
+    let out = Command::new("python3")
+        .arg(root().join("models/fetch.py"))
+        .args(["smollm2-135m-instruct-q4_1", "--path"])
+        .output()
+        .expect("running python3 models/fetch.py");
+    assert!(
+        out.status.success(),
+        "models/fetch.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The HF folder, named like the model (its name gives general.name etc.), made once.
+pub fn hf_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = work_dir().join("SmolLM2-135M-Instruct");
+        if dir.join("tokenizer.json").is_file() {
+            return dir;
+        }
+        let tmp = work_dir().join(format!("hf-tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let out = Command::new("python3")
+            .arg(root().join("../shared/tools/gguf_to_hf.py"))
+            .arg(smollm2())
+            .arg(&tmp)
+            .output()
+            .expect("running python3 ../shared/tools/gguf_to_hf.py");
+        assert!(
+            out.status.success(),
+            "gguf_to_hf.py failed (needs `pip install numpy gguf`): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).unwrap();
+        dir
+    })
+}
+
+/// Convert the HF folder with kiln to `outtype` into the work dir.
+pub fn convert(outtype: &str) -> PathBuf {
+    let ft = Ftype::from_name(outtype).unwrap();
+    let out = work_dir().join(format!("kiln-{outtype}.gguf"));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    convert_dir(
+        hf_dir(),
+        &out,
+        &ConvertParams {
+            outtype: ft,
+            threads,
+        },
+        &ProgressBar::hidden(),
+    )
+    .unwrap_or_else(|e| panic!("kiln convert --outtype {outtype}: {e}"));
+    out
+}
+
+/// kiln's F16 conversion, checked against hf-to-gguf.json's f16 entry: the starting point of
+/// every llama-quantize golden.
+pub fn f16_file() -> &'static Path {
+    static F16: OnceLock<PathBuf> = OnceLock::new();
+    F16.get_or_init(|| {
+        let p = convert("f16");
+        let bad = compare(&golden("hf-to-gguf.json"), "smollm2-hf-f16.gguf", &p);
+        assert!(
+            bad.is_empty(),
+            "the F16 file differs from the golden:\n{}",
+            bad.join("\n")
+        );
+        p
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `json.dumps(value, ensure_ascii=False)` of an array, as the golden hashes it.
+fn py_json_array(v: &Value) -> Option<String> {
+    let a = v.as_array()?;
+    let items: Vec<String> = a
+        .values
+        .iter()
+        .map(|e| match e {
+            Value::String(s) => serde_json::to_string(s).unwrap(),
+            other => other
+                .as_i64()
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| format!("{other}")),
+        })
+        .collect();
+    Some(format!("[{}]", items.join(", ")))
+}
+
+fn value_matches(v: &Value, want: &Json) -> bool {
+    match (v, want) {
+        (Value::String(s), Json::String(w)) => s == w,
+        (Value::Bool(b), Json::Bool(w)) => b == w,
+        (Value::F32(f), Json::Number(n)) => n.as_f64() == Some(f64::from(*f)),
+        (Value::F64(f), Json::Number(n)) => n.as_f64() == Some(*f),
+        (Value::Array(_), Json::Object(o)) => {
+            let len = o.get("len").and_then(Json::as_u64);
+            let sha = o.get("sha256").and_then(Json::as_str);
+            let text = py_json_array(v).unwrap_or_default();
+            len == Some(v.as_array().map_or(0, |a| a.values.len()) as u64)
+                && sha == Some(hex(&Sha256::digest(text.as_bytes())).as_str())
+        }
+        (v, Json::Number(n)) => v.as_i64().is_some() && v.as_i64() == n.as_i64(),
+        _ => false,
+    }
+}
+
+/// Every difference between `path` and the golden entry named `file`: tensor order, names,
+/// types, shapes and data sha256; metadata keys (in order) and values.
+pub fn compare(golden: &Golden, file: &str, path: &Path) -> Vec<String> {
+    let entry = golden
+        .json
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["file"] == file))
+        .unwrap_or_else(|| panic!("no golden entry {file}"));
+    let g = GgufFile::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut bad = Vec::new();
+    let want_t = entry["tensors"].as_array().unwrap();
+    if want_t.len() != g.tensors().len() {
+        bad.push(format!(
+            "{} tensors, golden has {}",
+            g.tensors().len(),
+            want_t.len()
+        ));
+    }
+    for (t, w) in g.tensors().iter().zip(want_t) {
+        let sha = hex(&Sha256::digest(g.tensor_data(t)));
+        let shape: Vec<u64> = w["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Json::as_u64)
+            .collect();
+        if w["name"] != t.name.as_str()
+            || w["type"] != t.ty.name()
+            || shape != t.dims
+            || w["sha256"] != sha.as_str()
+        {
+            bad.push(format!(
+                "tensor {} {} {:?} (golden: {} {} {:?}, data {})",
+                t.name,
+                t.ty.name(),
+                t.dims,
+                w["name"],
+                w["type"],
+                shape,
+                if w["sha256"] == sha.as_str() {
+                    "same"
+                } else {
+                    "differs"
+                }
+            ));
+        }
+    }
+    let want_md = entry["metadata"].as_object().unwrap();
+    let keys: Vec<&str> = g
+        .header()
+        .metadata
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let order = golden.key_order(file);
+    let want_keys: Vec<&str> = order.iter().map(String::as_str).collect();
+    assert_eq!(want_keys.len(), want_md.len(), "golden key order scan");
+    if keys != want_keys {
+        bad.push(format!("metadata keys {keys:?}\n  golden {want_keys:?}"));
+    }
+    for (k, w) in want_md {
+        match g.get(k) {
+            Some(v) if value_matches(v, w) => {}
+            Some(v) => bad.push(format!("metadata {k} = {v} (golden {w})")),
+            None => bad.push(format!("metadata {k} missing")),
+        }
+    }
+    bad
+}
