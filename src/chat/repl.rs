@@ -406,3 +406,44 @@ fn answer(
 fn report(ui: &mut Ui, e: &SessionError) {
     ui.error(&e.to_string());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(text: &str) -> Vec<String> {
+        let mut lines = Piped(text.as_bytes());
+        std::iter::from_fn(|| read_input(&mut lines).unwrap()).collect()
+    }
+
+    #[test]
+    fn continued_lines_and_blocks_make_one_message() {
+        let got = read_all("one \\\ntwo\\\nthree\nsolo\n\"\"\"\na\n\n  b\n\"\"\"\nlast");
+        assert_eq!(got, ["one \ntwo\nthree", "solo", "a\n\n  b", "last"]);
+    }
+
+    #[test]
+    fn commands_and_messages() {
+        use Command::*;
+        let cmd = |s: &str| match parse_input(s) {
+            Input::Command(c) => c,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert_eq!(cmd("/help"), Help);
+        assert_eq!(cmd("/exit"), Exit);
+        assert_eq!(cmd("/clear"), Clear);
+        assert_eq!(cmd("/regen"), Regen);
+        assert_eq!(cmd("/stats"), Stats);
+        assert_eq!(cmd("/system"), System(None));
+        assert_eq!(cmd("/system  Be brief. "), System(Some("Be brief.".into())));
+        assert_eq!(cmd("/save a b.json"), Save("a b.json".into()));
+        assert_eq!(cmd("/load x.json"), Load("x.json".into()));
+        assert!(matches!(parse_input("/save"), Input::Invalid(_)));
+        assert!(matches!(parse_input("/frobnicate"), Input::Invalid(_)));
+        assert_eq!(
+            parse_input("//etc is a folder"),
+            Input::Message("/etc is a folder".into())
+        );
+        assert_eq!(parse_input("hello /x"), Input::Message("hello /x".into()));
+    }
+}

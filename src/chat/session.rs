@@ -464,14 +464,14 @@ impl Session {
                 .map(|m| json!({"role": m.role, "content": m.content}))
                 .collect::<Vec<_>>(),
             "settings": {
-                "temp": s.temperature,
+                "temp": short(s.temperature),
                 "top_k": s.top_k,
-                "top_p": s.top_p,
-                "min_p": s.min_p,
-                "repeat_penalty": s.repeat_penalty,
+                "top_p": short(s.top_p),
+                "min_p": short(s.min_p),
+                "repeat_penalty": short(s.repeat_penalty),
                 "repeat_last_n": s.penalty_last_n,
-                "frequency_penalty": s.frequency_penalty,
-                "presence_penalty": s.presence_penalty,
+                "frequency_penalty": short(s.frequency_penalty),
+                "presence_penalty": short(s.presence_penalty),
                 "seed": self.sampler.seed(),
                 "n_predict": self.settings.n_predict,
             },
@@ -506,6 +506,12 @@ impl Session {
         self.set_settings(settings);
         Ok(())
     }
+}
+
+/// An `f32` setting as the shortest decimal that reads back to it (`0.05`, not
+/// `0.05000000074505806`).
+fn short(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 fn file_error(path: &Path, why: impl std::fmt::Display) -> SessionError {

@@ -5,7 +5,7 @@
 //! script itself), else `$KILN_MODELS_DIR/fetch.py`, else the `models/` folder of the source tree
 //! kiln was built from.
 
-use super::common::{context_size, default_threads, load, ModelArgs, SamplingArgs};
+use super::common::{context_size, default_threads, load, read_text, ModelArgs, SamplingArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln::chat::repl::{self, ReplOptions};
@@ -13,7 +13,7 @@ use kiln::chat::session::{ModelEngine, Session, Settings};
 use kiln::chat::{fallback_for, ChatTemplate};
 use kiln::model::Model;
 use kiln::tokenizer::Tokenizer;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The model `kiln chat` uses without `-m` (the manifest's default) and its file name there.
@@ -28,6 +28,10 @@ pub struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
+    /// Chat template instead of the model's: a built-in name (chatml, gemma, llama3) or a
+    /// Jinja file.
+    #[arg(long = "chat-template", value_name = "NAME|FILE")]
+    pub chat_template: Option<String>,
     /// Context size in tokens (default: the model's training context, capped at 4096).
     #[arg(short = 'c', long = "ctx-size")]
     pub ctx: Option<usize>,
@@ -53,7 +57,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     };
     let (model, tok) = load(&margs)?;
     let n_ctx = context_size(&margs, &model);
-    let template = chat_template(&model, &tok)?;
+    let template = chat_template(&model, &tok, args.chat_template.as_deref())?;
 
     let settings = Settings {
         sampling: args.sampling.config(),
@@ -75,14 +79,23 @@ pub fn run(args: ChatArgs) -> Result<()> {
     Ok(())
 }
 
-/// The GGUF's `tokenizer.chat_template`, or a built-in one picked from the architecture and
-/// name, with a notice.
-fn chat_template(model: &Model, tok: &Tokenizer) -> Result<ChatTemplate> {
+/// The template asked for with `--chat-template`, else the GGUF's `tokenizer.chat_template`,
+/// else a built-in one picked from the architecture and name, with a notice.
+fn chat_template(model: &Model, tok: &Tokenizer, asked: Option<&str>) -> Result<ChatTemplate> {
     let text = |id: Option<u32>| {
         id.map(|i| String::from_utf8_lossy(tok.token_to_piece(i)).into_owned())
             .unwrap_or_default()
     };
     let (bos, eos) = (text(tok.bos()), text(tok.eos()));
+    if let Some(asked) = asked {
+        if kiln::chat::builtin::NAMES.contains(&asked) {
+            return Ok(ChatTemplate::builtin_with_tokens(asked, &bos, &eos)?);
+        }
+        let src = read_text(Path::new(asked)).context(
+            "--chat-template takes a built-in name (chatml, gemma, llama3) or a template file",
+        )?;
+        return Ok(ChatTemplate::with_name(asked, &src, &bos, &eos)?);
+    }
     let path = model.file.path().display();
     if let Some(src) = model
         .file
