@@ -21,6 +21,7 @@ use ggml_compat::{GgmlType, QK_K};
 mod floats;
 mod k_quants;
 mod legacy;
+mod low_bits;
 
 const QK: usize = 32;
 
@@ -35,6 +36,13 @@ mod sizes {
     pub(super) const Q8_0: usize = size_of::<BlockQ8_0>();
     pub(super) const Q8_1: usize = size_of::<BlockQ8_1>();
     pub(super) const IQ4NL: usize = size_of::<BlockIQ4NL>();
+    pub(super) const IQ4XS: usize = size_of::<BlockIQ4XS>();
+    pub(super) const TQ1_0: usize = size_of::<BlockTQ1_0>();
+    pub(super) const TQ2_0: usize = size_of::<BlockTQ2_0>();
+    pub(super) const Q1_0: usize = size_of::<BlockQ1_0>();
+    pub(super) const Q2_0: usize = size_of::<BlockQ2_0>();
+    pub(super) const Q2K: usize = size_of::<BlockQ2K>();
+    pub(super) const Q3K: usize = size_of::<BlockQ3K>();
     pub(super) const Q4K: usize = size_of::<BlockQ4K>();
     pub(super) const Q5K: usize = size_of::<BlockQ5K>();
     pub(super) const Q6K: usize = size_of::<BlockQ6K>();
@@ -249,6 +257,13 @@ kernel_list!(
     Q6_K => k_quants::vec_dot_q6_k_q8_k,
     F16 => floats::vec_dot_f16,
     F32 => floats::vec_dot_f32,
+    Q2_K => low_bits::vec_dot_q2_k_q8_k,
+    Q3_K => low_bits::vec_dot_q3_k_q8_k,
+    IQ4_XS => low_bits::vec_dot_iq4_xs_q8_k,
+    TQ2_0 => low_bits::vec_dot_tq2_0_q8_k,
+    TQ1_0 => low_bits::vec_dot_tq1_0_q8_k,
+    Q1_0 => low_bits::vec_dot_q1_0_q8_0,
+    Q2_0 => low_bits::vec_dot_q2_0_q8_0,
 );
 
 /// The plain-NEON kernels, by weight type (each has the `vec_dot_type` of the scalar table).
