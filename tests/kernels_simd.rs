@@ -31,7 +31,7 @@ fn own_types(isa: Isa) -> &'static [GgmlType] {
         // The same kernels built twice (plain NEON and with `sdot`).
         Isa::Neon | Isa::NeonDot => &[
             Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, Q6_K, F16, F32, Q2_K, Q3_K, IQ4_XS,
-            TQ2_0, TQ1_0, Q1_0, Q2_0,
+            TQ2_0, TQ1_0, Q1_0, Q2_0, MXFP4,
         ],
     }
 }

@@ -36,6 +36,7 @@ mod sizes {
     pub(super) const Q8_0: usize = size_of::<BlockQ8_0>();
     pub(super) const Q8_1: usize = size_of::<BlockQ8_1>();
     pub(super) const IQ4NL: usize = size_of::<BlockIQ4NL>();
+    pub(super) const MXFP4: usize = size_of::<BlockMXFP4>();
     pub(super) const IQ4XS: usize = size_of::<BlockIQ4XS>();
     pub(super) const TQ1_0: usize = size_of::<BlockTQ1_0>();
     pub(super) const TQ2_0: usize = size_of::<BlockTQ2_0>();
@@ -264,6 +265,7 @@ kernel_list!(
     TQ1_0 => low_bits::vec_dot_tq1_0_q8_k,
     Q1_0 => low_bits::vec_dot_q1_0_q8_0,
     Q2_0 => low_bits::vec_dot_q2_0_q8_0,
+    MXFP4 => legacy::vec_dot_mxfp4_q8_0,
 );
 
 /// The plain-NEON kernels, by weight type (each has the `vec_dot_type` of the scalar table).

@@ -3,6 +3,8 @@
 //! nibble, so one 16-byte load gives both halves of the block.
 
 use super::*;
+use ggml_compat::quant::float::e8m0_to_fp32_half;
+use ggml_compat::quant::tables::{KVALUES_IQ4NL, KVALUES_MXFP4};
 
 /// Q8_0 · Q8_0. Matches the NEON branch of `ggml_vec_dot_q8_0_q8_0`.
 #[inline]
@@ -114,11 +116,6 @@ pub(super) fn vec_dot_q5_1_q8_1<D: Dot>(n: usize, w: &[u8], a: &[u8]) -> f32 {
     vaddvq_f32(sumv) + summs
 }
 
-/// `kvalues_iq4nl` (ggml-common.h).
-pub(super) const KVALUES_IQ4NL: [i8; 16] = [
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-];
-
 /// The 32 nibbles of `qs[0..16]` looked up in `values` (elements 0..16, 16..32).
 #[inline]
 #[target_feature(enable = "neon")]
@@ -132,12 +129,27 @@ pub(super) fn lookup_nibbles(values: int8x16_t, qs: &[u8]) -> (int8x16_t, int8x1
 #[inline]
 #[target_feature(enable = "neon")]
 pub(super) fn vec_dot_iq4_nl_q8_0<D: Dot>(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let values = vreinterpretq_s8_u8(load_u8(&KVALUES_IQ4NL.map(|v| v as u8)));
+    let values = load_s8(&KVALUES_IQ4NL.map(|v| v as u8));
     let mut sumf = 0f32;
     for (x, y) in blocks::<IQ4NL, Q8_0>(n, QK, w, a) {
         let (lo, hi) = lookup_nibbles(values, &x[2..]);
         let sumi = vaddvq_s32(dot32::<D>(lo, hi, &y[2..]));
         sumf += fp16(x) * fp16(y) * sumi as f32;
+    }
+    sumf
+}
+
+/// MXFP4 · Q8_0 (`e: u8` E8M0 exponent, `qs: [u8; 16]` E2M1 codes; `x = 2^(e-128) *
+/// kvalues_mxfp4[q]`). Matches the NEON branch of `ggml_vec_dot_mxfp4_q8_0`.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn vec_dot_mxfp4_q8_0<D: Dot>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let values = load_s8(&KVALUES_MXFP4.map(|v| v as u8));
+    let mut sumf = 0f32;
+    for (x, y) in blocks::<MXFP4, Q8_0>(n, QK, w, a) {
+        let (lo, hi) = lookup_nibbles(values, &x[1..]);
+        let sumi = vaddvq_s32(dot32::<D>(lo, hi, &y[2..]));
+        sumf += fp16(y) * e8m0_to_fp32_half(x[0]) * sumi as f32;
     }
     sumf
 }

@@ -1,8 +1,9 @@
 //! The low-bit types: Q2_K, Q3_K, IQ4_XS, TQ1_0, TQ2_0 against Q8_K, and Q1_0, Q2_0 against
 //! Q8_0 (ggml's `__ARM_NEON` branches; exact integer sums per block, then ggml's float steps).
 
-use super::legacy::{lookup_nibbles, KVALUES_IQ4NL};
+use super::legacy::lookup_nibbles;
 use super::*;
+use ggml_compat::quant::tables::KVALUES_IQ4NL;
 
 /// The Q8_K activation block's scale, quants and per-16 sums.
 #[inline(always)]
