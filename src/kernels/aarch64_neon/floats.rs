@@ -1,6 +1,7 @@
 //! F32 and F16 rows (ggml's `ggml_vec_dot_f32` / `ggml_vec_dot_f16` with `GGML_SIMD` on NEON:
 //! `GGML_F32_STEP` = 16 elements per step in four accumulators of four lanes, FMA, the
-//! accumulators folded pairwise, then the leftovers added in `ggml_float`).
+//! accumulators folded pairwise, then the leftovers added: in f32 for F32, in `ggml_float` for
+//! F16). BF16 has no NEON kernel: ggml's `ggml_vec_dot_bf16` is the scalar f64 loop on NEON.
 //!
 //! F16 is converted to f32 (`fcvtl`, exact) and multiplied in f32, as ggml does on CPUs without
 //! FP16 vector arithmetic (with it, ggml accumulates in f16, which loses precision: not copied).
@@ -28,11 +29,12 @@ pub(super) fn vec_dot_f32<D: Dot>(n: usize, w: &[u8], a: &[u8]) -> f32 {
             *acc = vfmaq_f32(*acc, load_f32(&x[16 * k..]), load_f32(&y[16 * k..]));
         }
     }
-    let mut sumf = reduce(s) as f64;
+    // ggml's SIMD branch sums F32 leftovers in f32 (`float sumf`), unlike F16's.
+    let mut sumf = reduce(s);
     for i in np..n {
-        sumf += (f32_at(&w[4 * i..]) * f32_at(&a[4 * i..])) as f64;
+        sumf += f32_at(&w[4 * i..]) * f32_at(&a[4 * i..]);
     }
-    sumf as f32
+    sumf
 }
 
 /// F16 · F16. Matches the NEON branch of `ggml_vec_dot_f16` (f32 arithmetic).
