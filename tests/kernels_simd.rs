@@ -28,6 +28,11 @@ fn own_types(isa: Isa) -> &'static [GgmlType] {
         ],
         // Only kernels that sum in ggml's AVX-512 build's order (see src/kernels/x86_avx512.rs).
         Isa::Avx512 => &[F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0],
+        // The same kernels built twice (plain NEON and with `sdot`).
+        Isa::Neon | Isa::NeonDot => &[
+            Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, Q6_K, F16, F32, Q2_K, Q3_K, IQ4_XS,
+            TQ2_0, TQ1_0, Q1_0, Q2_0, MXFP4,
+        ],
     }
 }
 
@@ -59,6 +64,11 @@ fn tables_hold_their_simd_kernels() {
     assert!(
         Isa::Avx2.is_available() || !std::arch::is_x86_feature_detected!("avx2"),
         "AVX2 CPU without the avx2 table"
+    );
+    #[cfg(target_arch = "aarch64")]
+    assert!(
+        Isa::Neon.is_available(),
+        "aarch64 CPU without the neon table"
     );
     for table in simd_tables() {
         let isa = table.isa();
@@ -149,27 +159,45 @@ fn active_table_is_the_best_available_unless_forced() {
 }
 
 /// `KILN_KERNELS` is read once per process, so each value is tried in a fresh run of this
-/// test binary, which checks it with the test above.
+/// test binary, which checks it with the test above. Under qemu user emulation without
+/// binfmt_misc the binary cannot exec itself (exit 127, no output): it is then run through
+/// `KILN_TEST_RUNNER` (`qemu-aarch64 -L /usr/aarch64-linux-gnu`, set by .cargo/config.toml).
 #[test]
 fn kiln_kernels_is_honoured_in_a_fresh_process() {
     if std::env::var_os("KILN_KERNELS").is_some() {
         return; // already the child (or forced by the caller): the test above checks it
     }
     let exe = std::env::current_exe().unwrap();
-    for value in ["scalar", "avx2", "avx512", "neon", ""] {
-        let out = std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                "active_table_is_the_best_available_unless_forced",
-                "--test-threads=1",
-            ])
-            .env("KILN_KERNELS", value)
-            .output()
-            .unwrap();
+    let runner = std::env::var("KILN_TEST_RUNNER").unwrap_or_default();
+    let runner: Vec<&str> = runner.split_whitespace().collect();
+    let args = [
+        "--exact",
+        "active_table_is_the_best_available_unless_forced",
+        "--test-threads=1",
+    ];
+    for value in ["scalar", "avx2", "avx512", "neon", "neon-dotprod", ""] {
+        let run = |prefix: &[&str]| {
+            let mut cmd = match prefix.split_first() {
+                Some((program, rest)) => {
+                    let mut c = std::process::Command::new(program);
+                    c.args(rest).arg(&exe);
+                    c
+                }
+                None => std::process::Command::new(&exe),
+            };
+            cmd.args(args).env("KILN_KERNELS", value).output().unwrap()
+        };
+        let mut out = run(&[]);
+        let not_run = out.status.code() == Some(127) && out.stdout.is_empty();
+        if not_run && !runner.is_empty() {
+            out = run(&runner);
+        }
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.contains("1 passed"),
-            "KILN_KERNELS={value:?}:\n{stdout}\n{}",
+            "KILN_KERNELS={value:?}: {} (127 without output: the binary could not be run; \
+             under qemu-user set KILN_TEST_RUNNER)\n{stdout}\n{}",
+            out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -277,6 +305,13 @@ fn simd_kernels_match_ggml_golden_vec_dot() {
     if Isa::Avx2.is_available() {
         assert!(
             checked >= own_types(Isa::Avx2).len(),
+            "checked only {checked}"
+        );
+    }
+    if Isa::Neon.is_available() {
+        // F32 has no golden folder.
+        assert!(
+            checked >= own_types(Isa::Neon).len() - 1,
             "checked only {checked}"
         );
     }
@@ -399,7 +434,7 @@ fn simd_kernels_match_scalar_on_random_and_extreme_rows() {
             assert_eq!((k.vec_dot)(0, &w, &a), 0.0, "{ty}: n = 0");
         }
     }
-    if Isa::Avx2.is_available() {
+    if Isa::Avx2.is_available() || Isa::Neon.is_available() {
         assert!(cases > 0);
     }
 }

@@ -6,11 +6,15 @@
 //! activations with whatever table is active.
 //!
 //! Dispatch happens once, at run time: the first call of [`kernels`] (or [`init`]) picks an
-//! instruction set — the best this CPU has, or the one `KILN_KERNELS=scalar|avx2|avx512` forces —
-//! and builds one [`KernelTable`]: the scalar table with every type that instruction set has a
-//! kernel for replaced (an AVX-512 table also takes the AVX2 kernels AVX-512 does not improve).
-//! A NEON file slots in as one more [`Isa`] variant with its detection and its kernel list.
+//! instruction set — the best this CPU has, or the one
+//! `KILN_KERNELS=scalar|avx2|avx512|neon|neon-dotprod` forces — and builds one [`KernelTable`]:
+//! the scalar table with every type that instruction set has a kernel for replaced (an AVX-512
+//! table also takes the AVX2 kernels AVX-512 does not improve).
+//! `aarch64_neon.rs` builds its kernels twice: plain NEON ([`Isa::Neon`]) and with `dotprod`
+//! ([`Isa::NeonDot`], on top of it).
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64_neon;
 mod act_quant;
 pub mod matmul;
 mod repack;
@@ -40,8 +44,7 @@ pub struct TypeKernels {
     pub vec_dot: VecDot,
 }
 
-/// An instruction set kiln has kernels for. Each one's table builds on its [`Isa::base`]; a
-/// NEON variant would have `Scalar` as its base and its own detection in `cpu_has`.
+/// An instruction set kiln has kernels for. Each one's table builds on its [`Isa::base`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// Portable Rust, the specification (ggml's `*_generic`).
@@ -50,11 +53,15 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 F/BW/VL + VNNI, on top of AVX2 (ggml's `__AVX512F__`/`__AVX512VNNI__`).
     Avx512,
+    /// aarch64 NEON (ggml's `__ARM_NEON` branches, `ggml_vdotq_s32` without `dotprod`).
+    Neon,
+    /// aarch64 NEON + `dotprod` (`sdot`, ggml's `__ARM_FEATURE_DOTPROD`), on top of NEON.
+    NeonDot,
 }
 
 impl Isa {
     /// Every instruction set, in order of preference (best last).
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::NeonDot];
 
     /// The instruction set whose table this one's starts from (its features are a subset of
     /// this one's), or `None` for `Scalar`.
@@ -63,6 +70,8 @@ impl Isa {
             Isa::Scalar => None,
             Isa::Avx2 => Some(Isa::Scalar),
             Isa::Avx512 => Some(Isa::Avx2),
+            Isa::Neon => Some(Isa::Scalar),
+            Isa::NeonDot => Some(Isa::Neon),
         }
     }
 
@@ -80,6 +89,8 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neon-dotprod",
         }
     }
 
@@ -102,6 +113,8 @@ impl Isa {
                 "avx512vl",
                 "avx512vnni",
             ],
+            Isa::Neon => &["neon"],
+            Isa::NeonDot => &["neon", "dotprod"],
         }
     }
 
@@ -140,6 +153,14 @@ impl Isa {
             Isa::Avx512 => unsafe { x86_avx512::kernels() },
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 => &[],
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => unsafe { aarch64_neon::kernels() },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => unsafe { aarch64_neon::kernels_dotprod() },
+            #[cfg(not(target_arch = "aarch64"))]
+            Isa::Neon | Isa::NeonDot => &[],
         }
     }
 }
@@ -165,7 +186,15 @@ fn cpu_has(feature: &str) -> bool {
             _ => false,
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        match feature {
+            "neon" => std::arch::is_aarch64_feature_detected!("neon"),
+            "dotprod" => std::arch::is_aarch64_feature_detected!("dotprod"),
+            _ => false,
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = feature;
         false
@@ -175,7 +204,7 @@ fn cpu_has(feature: &str) -> bool {
 /// Why a kernel table could not be chosen.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KernelsError {
-    #[error("KILN_KERNELS={0:?} names no kernel set: use scalar, avx2 or avx512 (or unset it)")]
+    #[error("KILN_KERNELS={0:?} names no kernel set: use scalar, avx2, avx512, neon or neon-dotprod (or unset it)")]
     UnknownIsa(String),
     #[error(
         "{isa} kernels need the CPU feature {missing}, which this CPU lacks: \
