@@ -161,7 +161,7 @@ fn active_table_is_the_best_available_unless_forced() {
 /// `KILN_KERNELS` is read once per process, so each value is tried in a fresh run of this
 /// test binary, which checks it with the test above. Under qemu user emulation without
 /// binfmt_misc the binary cannot exec itself (exit 127, no output): it is then run through
-/// `KILN_TEST_RUNNER` (`qemu-aarch64 -L /usr/aarch64-linux-gnu`, set by .cargo/config.toml).
+/// `KILN_TEST_RUNNER` (`qemu-aarch64 -L /usr/aarch64-linux-gnu`, set by .ci/neon).
 #[test]
 fn kiln_kernels_is_honoured_in_a_fresh_process() {
     if std::env::var_os("KILN_KERNELS").is_some() {
