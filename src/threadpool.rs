@@ -131,7 +131,7 @@ fn worker(s: &Shared, ith: usize) {
                 break;
             }
             // Reading the clock costs a syscall-free vDSO call; only do it once in a while.
-            if spins < SPIN_ITERS || (spins % 64 != 0) || start.elapsed() < SPIN {
+            if spins < SPIN_ITERS || !spins.is_multiple_of(64) || start.elapsed() < SPIN {
                 backoff(&mut spins);
                 continue;
             }
