@@ -2,7 +2,7 @@
 //! (`../shared/golden/models/perplexity.json`: wikitext-2 test, `-c 512 --chunks 40 -t 2`): the
 //! final perplexity must be within 0.5% of llama.cpp's (issue #3). Slow: run with
 //! `cargo test --release --test perplexity_golden -- --test-threads=1` (2026-11-27, 2 shared
-//! cores under load: gemma 1169 s; SmolLM2's 40 chunks took 1312 s through `kiln perplexity`).
+//! cores: SmolLM2 191 s at load ~2; gemma 1169 s at load ~7).
 //!
 //! Not bit-exact by design: llama-perplexity's default `-fa auto` turns flash attention on for the
 //! CPU, while kiln follows the non-flash path of the logit goldens (`llama-perplexity -fa off`
