@@ -2,35 +2,19 @@
 //! with and without BOS / special-token parsing) must match, and decoding must give the
 //! text back. The models come from `models/fetch.py`; a missing model fails the test.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use kiln::ggml_compat::gguf::GgufFile;
 use kiln::tokenizer::Tokenizer;
 
+mod common;
 #[path = "tokenizer/oracle.rs"]
 mod oracle;
 
+use common::model_path;
+
 const SMOLLM2: &str = "smollm2-135m-instruct-q4_1";
 const GEMMA3: &str = "gemma-3-270m-q4_k_m";
-
-/// The verified local path of a model, fetched if needed (`models/fetch.py NAME --path`).
-fn model_path(name: &str) -> PathBuf {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new("python3")
-        .args([&format!("{root}/models/fetch.py"), name, "--path"])
-        .output()
-        .unwrap_or_else(|e| panic!("running models/fetch.py: {e}"));
-    assert!(
-        out.status.success(),
-        "models/fetch.py {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(path.is_file(), "model {name} not at {}", path.display());
-    path
-}
 
 fn load(name: &str) -> Tokenizer {
     let file = GgufFile::open(model_path(name)).unwrap_or_else(|e| panic!("{e}"));

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -69,17 +72,7 @@ pub fn work_dir() -> PathBuf {
 
 /// The verified SmolLM2 GGUF (`models/fetch.py`).
 fn smollm2() -> PathBuf {
-    let out = Command::new("python3")
-        .arg(root().join("models/fetch.py"))
-        .args(["smollm2-135m-instruct-q4_1", "--path"])
-        .output()
-        .expect("running python3 models/fetch.py");
-    assert!(
-        out.status.success(),
-        "models/fetch.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    common::model_path("smollm2-135m-instruct-q4_1")
 }
 
 /// The HF folder, named like the model (its name gives general.name etc.), made once.
