@@ -3,7 +3,7 @@
 //! after attention and FFN, GELU-gated FFN, sliding-window layers with their own RoPE base.
 //! GGUF stores Gemma's `(1 + w)` norm weights with the 1 already added.
 
-use super::{dump, ops, Model, ModelError, State};
+use super::{dump, ops, Gate, Model, ModelError, State};
 
 /// Runs every layer over the `n` tokens whose (scaled) embeddings are in `state.buf.x`.
 pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), ModelError> {
@@ -49,17 +49,7 @@ pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), Model
         dump("sa_out", il, &buf.x);
 
         // x = x + post_ffn_norm(down · (gelu(gate·xn) * up·xn)), xn = norm(x)
-        m.norm_rows(&buf.x, &l.ffn_norm, &mut buf.xn, n);
-        let xn = &buf.xn[..n * c.n_embd];
-        dump("ffn_norm", il, xn);
-        m.mm(&l.w_gate, xn, n, &mut buf.gate)?;
-        m.mm(&l.w_up, xn, n, &mut buf.up)?;
-        dump("ffn_gate", il, &buf.gate);
-        dump("ffn_up", il, &buf.up);
-        ops::geglu(&mut buf.gate, &buf.up);
-        dump("ffn_geglu", il, &buf.gate);
-        m.mm(&l.w_down, &buf.gate, n, &mut buf.o)?;
-        dump("ffn_out", il, &buf.o);
+        m.ffn(il, l, buf, n, Gate::Gelu)?;
         let post_ffn = l
             .post_ffn_norm
             .as_deref()

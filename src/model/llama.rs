@@ -1,7 +1,7 @@
 //! The llama forward pass (Llama 2/3, Mistral, TinyLlama, SmolLM2), as llama.cpp's
 //! `src/models/llama.cpp`: pre-norm attention with RoPE and GQA, pre-norm SwiGLU FFN.
 
-use super::{dump, ops, Model, ModelError, State};
+use super::{dump, ops, Gate, Model, ModelError, State};
 
 /// Runs every layer over the `n` tokens whose embeddings are in `state.buf.x`.
 pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), ModelError> {
@@ -28,17 +28,7 @@ pub(super) fn layers(m: &Model, state: &mut State, n: usize) -> Result<(), Model
         dump("ffn_inp", il, &buf.x);
 
         // feed-forward block: x += down · (silu(gate·xn) * up·xn), xn = norm(x)
-        m.norm_rows(&buf.x, &l.ffn_norm, &mut buf.xn, n);
-        let xn = &buf.xn[..n * c.n_embd];
-        dump("ffn_norm", il, xn);
-        m.mm(&l.w_gate, xn, n, &mut buf.gate)?;
-        m.mm(&l.w_up, xn, n, &mut buf.up)?;
-        dump("ffn_gate", il, &buf.gate);
-        dump("ffn_up", il, &buf.up);
-        ops::swiglu(&mut buf.gate, &buf.up, c.n_ff);
-        dump("ffn_swiglu", il, &buf.gate);
-        m.mm(&l.w_down, &buf.gate, n, &mut buf.o)?;
-        dump("ffn_out", il, &buf.o);
+        m.ffn(il, l, buf, n, Gate::Silu)?;
         ops::add_assign(&mut buf.x, &buf.o);
         dump("l_out", il, &buf.x);
     }

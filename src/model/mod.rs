@@ -286,6 +286,39 @@ impl Model {
         self.mm(&l.wo, &buf.attn, n, &mut buf.o)
     }
 
+    /// The gated feed-forward block of layer `il`:
+    /// `buf.o = down · (act(gate · xn) * (up · xn))` with `xn = ffn_norm(buf.x)`.
+    fn ffn(
+        &self,
+        il: usize,
+        l: &Layer,
+        buf: &mut Buffers,
+        n: usize,
+        gate: Gate,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        self.norm_rows(&buf.x, &l.ffn_norm, &mut buf.xn, n);
+        let xn = &buf.xn[..n * c.n_embd];
+        dump("ffn_norm", il, xn);
+        self.mm(&l.w_gate, xn, n, &mut buf.gate)?;
+        self.mm(&l.w_up, xn, n, &mut buf.up)?;
+        dump("ffn_gate", il, &buf.gate);
+        dump("ffn_up", il, &buf.up);
+        match gate {
+            Gate::Silu => {
+                ops::swiglu(&mut buf.gate, &buf.up, c.n_ff);
+                dump("ffn_swiglu", il, &buf.gate);
+            }
+            Gate::Gelu => {
+                ops::geglu(&mut buf.gate, &buf.up);
+                dump("ffn_geglu", il, &buf.gate);
+            }
+        }
+        self.mm(&l.w_down, &buf.gate, n, &mut buf.o)?;
+        dump("ffn_out", il, &buf.o);
+        Ok(())
+    }
+
     /// `buf.xn[t] = rms_norm(src[t]) * w` for each of `n` rows.
     fn norm_rows(&self, src: &[f32], w: &[f32], dst: &mut [f32], n: usize) {
         let d = w.len();
@@ -293,6 +326,15 @@ impl Model {
             ops::rms_norm(s, w, self.config.rms_eps, o);
         }
     }
+}
+
+/// The activation of a gated feed-forward block.
+#[derive(Clone, Copy)]
+enum Gate {
+    /// SwiGLU (llama).
+    Silu,
+    /// GELU, tanh form (gemma3).
+    Gelu,
 }
 
 /// Debug hook for op-by-op comparison with llama.cpp (`tools/parity`): when `KILN_DUMP=DIR` is
