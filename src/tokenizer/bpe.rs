@@ -3,7 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use super::unicode;
+use super::symbols::{split_utf8, Symbol};
 use super::vocab::{FastHash, Vocab};
 
 /// Merge ranks keyed by `"left right"` (the merge line as llama.cpp splits it).
@@ -40,14 +40,6 @@ impl Merges {
 }
 
 /// A piece of the word: `[start, start + len)`, `len == 0` once merged into its left neighbour.
-#[derive(Clone, Copy)]
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
-}
-
 /// Tokenizes one word (already byte-encoded when the vocabulary is byte-level) and appends
 /// the ids to `out`.
 pub(crate) fn tokenize_word(vocab: &Vocab, word: &str, byte_encoded: bool, out: &mut Vec<u32>) {
@@ -58,19 +50,7 @@ pub(crate) fn tokenize_word(vocab: &Vocab, word: &str, byte_encoded: bool, out: 
         }
     }
     let bytes = word.as_bytes();
-    let mut symbols = Vec::with_capacity(bytes.len());
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let len = unicode::utf8_len(bytes[offset]).min(bytes.len() - offset);
-        let i = symbols.len();
-        symbols.push(Symbol {
-            start: offset,
-            len,
-            prev: i.checked_sub(1),
-            next: (offset + len < bytes.len()).then_some(i + 1),
-        });
-        offset += len;
-    }
+    let mut symbols = split_utf8(bytes);
 
     // min-heap on (rank, left); the payload is the combined length the pair had when pushed
     let mut queue: BinaryHeap<Reverse<(u32, usize, usize, usize)>> = BinaryHeap::new();

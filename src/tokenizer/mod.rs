@@ -18,6 +18,7 @@ pub mod pretokenize;
 mod regex_split;
 mod regexes;
 mod spm;
+mod symbols;
 mod unicode;
 mod unicode_data;
 pub mod vocab;

@@ -3,16 +3,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::unicode;
+use super::symbols::{split_utf8, Symbol};
 use super::vocab::Vocab;
-
-#[derive(Clone, Copy)]
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
-}
 
 /// A candidate merge; the queue pops the highest score first, then the leftmost.
 struct Bigram {
@@ -49,19 +41,7 @@ impl Ord for Bigram {
 /// Tokenizes already-escaped text (spaces as U+2581) and appends the ids to `out`.
 pub(crate) fn tokenize(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     let bytes = text.as_bytes();
-    let mut symbols = Vec::with_capacity(bytes.len());
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let len = unicode::utf8_len(bytes[offset]).min(bytes.len() - offset);
-        let i = symbols.len();
-        symbols.push(Symbol {
-            start: offset,
-            len,
-            prev: i.checked_sub(1),
-            next: (offset + len < bytes.len()).then_some(i + 1),
-        });
-        offset += len;
-    }
+    let mut symbols = split_utf8(bytes);
 
     let mut queue = BinaryHeap::new();
     let try_add = |symbols: &[Symbol], queue: &mut BinaryHeap<Bigram>, l: usize, r: usize| {
