@@ -81,6 +81,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         allow_requantize: args.allow_requantize,
         imatrix,
         threads,
+        replacements: Default::default(),
     };
     let bar = super::convert::byte_bar();
     let summary = quantize_file(&args.input, &args.output, &params, &bar)
