@@ -324,7 +324,8 @@ fn naive_loss(x: &[f32], w0: &[f32], w: &[f32], cols: usize, ty: GgmlType, imat:
 }
 
 /// Clipping on heavy-tailed weights: shrinks some blocks, never makes the calibration error worse,
-/// reports the error a naive evaluation of the returned weights gives, and helps held-out too.
+/// reports the error a naive f64 evaluation of the returned weights gives (measured agreement
+/// ≤ 3e-7 relative, asserted 1e-5), and helps held-out too.
 /// Measured cut (calibration/held-out) for these inputs: Q4_0 0.844/0.824, Q3_K 0.492/0.523,
 /// Q2_K 0.659/0.446; asserted: held-out cut at least `margin`.
 #[test]
@@ -371,11 +372,11 @@ fn clip_reduces_error_and_reports_it_honestly() {
         let before = naive_loss(&x, &w0, &w0, COLS, ty, &im);
         let after = naive_loss(&x, &w0, &w, COLS, ty, &im);
         assert!(
-            (before - st.loss_before).abs() <= 1e-3 * before,
+            (before - st.loss_before).abs() <= 1e-5 * before,
             "{ty}: {before} {st:?}"
         );
         assert!(
-            (after - st.loss_after).abs() <= 1e-3 * after,
+            (after - st.loss_after).abs() <= 1e-5 * after,
             "{ty}: {after} {st:?}"
         );
         let hm = imat(&held);
@@ -457,4 +458,57 @@ fn shape_errors_are_errors() {
     assert!(matches!(e, AwqError::Tie { .. }), "{e}");
     let e = search_scales(&x, 576, &[], None, &opts).unwrap_err();
     assert!(matches!(e, AwqError::NoTargets), "{e}");
+}
+
+/// Time of `search_scales` on SmolLM2-135M's groups with 1024 samples. Ignored by default; run
+/// `cargo test --release --test calib_awq smollm2_group_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn smollm2_group_timing() {
+    let groups: [(&str, usize, &[usize], GgmlType); 5] = [
+        ("q,k,v", 576, &[576, 192, 192], GgmlType::Q4_0),
+        ("gate,up", 576, &[1536, 1536], GgmlType::Q4_0),
+        ("down", 1536, &[576], GgmlType::Q4_0),
+        ("down", 1536, &[576], GgmlType::Q4_K),
+        ("down", 1536, &[576], GgmlType::Q2_K),
+    ];
+    let opts = AwqOptions::default();
+    for (name, cols, rows, ty) in groups {
+        let x = activations(1024, cols, 30);
+        let ws: Vec<Vec<f32>> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| weights(r, cols, 31 + i as u64))
+            .collect();
+        let targets: Vec<Target> = ws
+            .iter()
+            .zip(rows)
+            .map(|(w, &rows)| Target { name, w, rows, ty })
+            .collect();
+        let t = std::time::Instant::now();
+        let sc = search_scales(&x, cols, &targets, None, &opts).unwrap();
+        let scale_time = t.elapsed();
+        let mut w = ws[0].clone();
+        scale_cols(&mut w, rows[0], cols, &sc.s);
+        let mut xs = x.clone();
+        scale_samples(&mut xs, cols, &sc.s);
+        let mut tm = TargetMut {
+            name,
+            w: &mut w,
+            rows: rows[0],
+            ty,
+        };
+        let t = std::time::Instant::now();
+        let st = search_clip(&xs, cols, &mut tm, &opts).unwrap();
+        eprintln!(
+            "{name} {ty}: search_scales {:.2} s (α {}, cut {:.3}); search_clip on the first \
+             ({} rows) {:.2} s (cut {:.3})",
+            scale_time.as_secs_f64(),
+            sc.alpha,
+            1.0 - sc.loss_best / sc.loss_rtn,
+            rows[0],
+            t.elapsed().as_secs_f64(),
+            1.0 - st.loss_after / st.loss_before
+        );
+    }
 }
