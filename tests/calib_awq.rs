@@ -128,6 +128,45 @@ fn scales_beat_rtn_without_imatrix() {
     assert!(sc.loss_best < 0.8 * sc.loss_rtn, "{sc:?}");
 }
 
+/// Rows are split between threads; every row's error depends on that row alone, so 1 and 3
+/// threads give the same scales, losses and clipped weights, bit for bit.
+#[test]
+fn threads_do_not_change_results() {
+    let x = activations(N, COLS, 26);
+    let w = weights(70, COLS, 27);
+    let targets = [Target {
+        name: "w",
+        w: &w,
+        rows: 70,
+        ty: GgmlType::Q4_K,
+    }];
+    let run = |threads| {
+        let opts = AwqOptions {
+            threads,
+            grid: 5,
+            ..Default::default()
+        };
+        let sc = search_scales(&x, COLS, &targets, None, &opts).unwrap();
+        let mut wc = w.clone();
+        let mut t = TargetMut {
+            name: "w",
+            w: &mut wc,
+            rows: 70,
+            ty: GgmlType::Q4_K,
+        };
+        let st = search_clip(&x, COLS, &mut t, &opts).unwrap();
+        (sc, st, wc)
+    };
+    let (a, ca, wa) = run(1);
+    let (b, cb, wb) = run(3);
+    assert_eq!(a.alpha, b.alpha);
+    assert_eq!(a.loss_best.to_bits(), b.loss_best.to_bits());
+    assert_eq!(a.loss_rtn.to_bits(), b.loss_rtn.to_bits());
+    assert_eq!(ca.loss_after.to_bits(), cb.loss_after.to_bits());
+    assert_eq!(ca.blocks_clipped, cb.blocks_clipped);
+    assert!(wa.iter().zip(&wb).all(|(p, q)| p.to_bits() == q.to_bits()));
+}
+
 fn rms_norm(x: &[f32], w: &[f32]) -> Vec<f32> {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let r = 1.0 / (ms + 1e-6).sqrt();

@@ -3,3 +3,4 @@
 
 pub mod awq;
 mod gemm;
+mod loss;
