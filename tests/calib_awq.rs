@@ -511,8 +511,14 @@ fn smollm2_group_timing() {
         ("down", 1536, &[576], GgmlType::Q4_K),
         ("down", 1536, &[576], GgmlType::Q2_K),
     ];
-    let opts = AwqOptions::default();
-    for (name, cols, rows, ty) in groups {
+    for (threads, (name, cols, rows, ty)) in [1, 2]
+        .into_iter()
+        .flat_map(|t| groups.iter().map(move |g| (t, *g)))
+    {
+        let opts = AwqOptions {
+            threads,
+            ..Default::default()
+        };
         let x = activations(1024, cols, 30);
         let ws: Vec<Vec<f32>> = rows
             .iter()
@@ -524,9 +530,9 @@ fn smollm2_group_timing() {
             .zip(rows)
             .map(|(w, &rows)| Target { name, w, rows, ty })
             .collect();
-        let t = std::time::Instant::now();
+        let (t, cpu) = (std::time::Instant::now(), thread_cpu_seconds());
         let sc = search_scales(&x, cols, &targets, None, &opts).unwrap();
-        let scale_time = t.elapsed();
+        let (scale_time, scale_cpu) = (t.elapsed(), thread_cpu_seconds() - cpu);
         let mut w = ws[0].clone();
         scale_cols(&mut w, rows[0], cols, &sc.s);
         let mut xs = x.clone();
@@ -540,9 +546,10 @@ fn smollm2_group_timing() {
         let t = std::time::Instant::now();
         let st = search_clip(&xs, cols, &mut tm, &opts).unwrap();
         eprintln!(
-            "{name} {ty}: search_scales {:.2} s (α {}, cut {:.3}); search_clip on the first \
+            "{threads} thread(s) {name} {ty}: search_scales {:.2} s (this thread's CPU {:.2} s, α {}, cut {:.3}); search_clip on the first \
              ({} rows) {:.2} s (cut {:.3})",
             scale_time.as_secs_f64(),
+            scale_cpu,
             sc.alpha,
             1.0 - sc.loss_best / sc.loss_rtn,
             rows[0],
@@ -550,4 +557,13 @@ fn smollm2_group_timing() {
             1.0 - st.loss_after / st.loss_before
         );
     }
+}
+
+/// CPU time of the calling thread (Linux `/proc/thread-self/schedstat`, ns on CPU), so the
+/// timing means something on a loaded machine; NaN elsewhere.
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |ns| ns * 1e-9)
 }
