@@ -119,6 +119,8 @@ pub enum AwqError {
     },
     #[error("AWQ: tie has {got} class ids, the input has {cols} channels")]
     Tie { got: usize, cols: usize },
+    #[error("AWQ: {got} scales for {cols} input channels")]
+    ScalesLen { got: usize, cols: usize },
     #[error("AWQ: no targets to search scales for")]
     NoTargets,
     #[error("AWQ: bad option: {0}")]
@@ -223,7 +225,7 @@ pub fn output_loss(
 ) -> Result<f64, AwqError> {
     check_samples(x, cols)?;
     if s.len() != cols {
-        return Err(AwqError::Tie { got: s.len(), cols });
+        return Err(AwqError::ScalesLen { got: s.len(), cols });
     }
     let eval = LossEval::new(x, cols);
     let x_sq = mean_sq(x, cols);
@@ -350,7 +352,9 @@ pub fn search_clip(
 }
 
 /// Folds `1/s` into an RMSNorm weight (`norm_w[j] /= s[j]`), so that norm → scaled linear is the
-/// same function as before (llm-awq's `scale_ln_fcs`; no ggml counterpart).
+/// same function as before (llm-awq's `scale_ln_fcs`; no ggml counterpart). `norm_w` is the
+/// multiplier as ggml applies it (`ggml_mul` after `ggml_rms_norm`): for Gemma that is the GGUF
+/// tensor, where the converter already added HF's `1 +`.
 /// Panics if the lengths differ (a driver bug, not a file's).
 pub fn fold_into_norm(norm_w: &mut [f32], s: &[f32]) {
     assert_eq!(
