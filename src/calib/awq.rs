@@ -199,7 +199,10 @@ pub fn search_scales(
             loss_rtn = loss;
         }
         // A quantizer that produced NaN/inf is never better: such a candidate is skipped.
-        let better = loss.is_finite() && best.as_ref().is_none_or(|(b, _, _)| loss < *b);
+        let better = loss.is_finite()
+            && best
+                .as_ref()
+                .is_none_or(|(b, _, _)| !b.is_finite() || loss < *b);
         if better || best.is_none() {
             best = Some((loss, alpha, s));
         }
@@ -243,7 +246,9 @@ pub fn output_loss(
 /// `ratio · max|w|` for ratios `1, 1 - 1/clip_grid, …` down to `1 - clip_max_shrink`, and the
 /// ratio with the smallest error of that block's share of the output is kept. A row whose
 /// whole-row output error ends up worse than unclipped is put back. The clipped (not quantized)
-/// weights are written back into `t.w`; quantize them with the same type and importance matrix.
+/// weights are written back into `t.w`; quantize them with the same type. The importance matrix
+/// used while searching is `mean x²` of the samples (when `use_imatrix`), an estimate of the
+/// calibration imatrix the final quantization takes.
 ///
 /// `x` must be the input these weights see, i.e. already divided by the AWQ scales
 /// ([`scale_samples`]). The per-block choice is exact where ggml quantizes every block of a row on
