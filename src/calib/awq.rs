@@ -17,7 +17,9 @@
 use ggml_compat::quant::{self, QuantError};
 use ggml_compat::types::GgmlType;
 
-use super::loss::{block_errors, block_grams, par_rows, LossEval};
+mod loss;
+
+use loss::{block_errors, block_grams, par_rows, LossEval};
 
 /// One linear layer fed by the group's input: `w` is `(rows, cols)` row-major f32; `ty` is the
 /// type it will be stored in (the recipe's choice per tensor).

@@ -3,4 +3,3 @@
 
 pub mod awq;
 mod gemm;
-mod loss;

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::gemm::{gemm, Mat};
+use crate::calib::gemm::{gemm, Mat};
 
 /// Evaluates `‖X Dᵀ‖²` per row of `D` either directly (`n` small) or through the Gram matrix
 /// `G = XᵀX` as `Σ D ⊙ (D G)` (cheaper when `cols < n`).
