@@ -88,6 +88,65 @@ pub enum GptqError {
 /// Damping retries: the fraction is multiplied by 10 this many times before giving up.
 const DAMP_RETRIES: usize = 4;
 
+/// The part of GPTQ that depends only on the Hessian: the upper Cholesky factor of the damped
+/// inverse, the dead columns and the importance weights. Layers that share an input (q/k/v,
+/// gate/up) share one.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// Features (the matrix's columns).
+    pub n: usize,
+    /// `U` with `(H + λI)⁻¹ = UᵀU`, `n × n` row-major (lower triangle zero), f32.
+    u: Vec<f32>,
+    /// `H_ii / rows` (ggml's imatrix value) per column: the weights of each block fit.
+    imp: Vec<f32>,
+    /// Columns with `H_ii = 0`.
+    dead: Vec<bool>,
+    /// The damping fraction that made the factorization succeed.
+    pub damp_used: f64,
+}
+
+impl Prepared {
+    /// Checks `h` and factors its damped inverse (`opts.damp`, raised ×10 up to
+    /// 4 times if the factorization fails). No ggml counterpart.
+    pub fn new(h: &Hessian, opts: &GptqOptions) -> Result<Self, GptqError> {
+        let n = h.n;
+        if h.sum.len() != n * n {
+            return Err(GptqError::Shape {
+                what: format!("Hessian over {n} features has {} entries", h.sum.len()),
+            });
+        }
+        if h.rows == 0 {
+            return Err(GptqError::NoCalibration);
+        }
+        if let Some(index) = h.sum.iter().position(|v| !v.is_finite()) {
+            return Err(GptqError::NonFinite {
+                what: "Hessian",
+                index,
+            });
+        }
+        // Dead columns: H_ii = 1 (and their weights zeroed), as the reference does.
+        let mut hm = h.sum.clone();
+        let mut dead = vec![false; n];
+        for (i, d) in dead.iter_mut().enumerate() {
+            if hm[i * n + i] == 0.0 {
+                hm[i * n + i] = 1.0;
+                *d = true;
+            }
+        }
+        let (u, damp_used) = damped_inverse_factor(&hm, n, opts.damp)?;
+        let imp = (0..n)
+            .map(|i| (h.sum[i * n + i] / h.rows as f64) as f32)
+            .collect();
+        Ok(Prepared {
+            n,
+            u,
+            imp,
+            dead,
+            damp_used,
+        })
+    }
+}
+
 /// Quantizes `w` (`rows × cols`, row-major, the layer computes `x Wᵀ`) to `ty` with GPTQ
 /// against the Hessian `h` of the layer's inputs (`h.n == cols`). Returns the ggml row bytes.
 /// The blocks are ggml's (`quantize_row_<type>` fits each block's parameters, `dequantize_row_
@@ -100,6 +159,11 @@ pub fn quantize(
     ty: GgmlType,
     opts: &GptqOptions,
 ) -> Result<GptqResult, GptqError> {
+    check(w, rows, cols, cols, ty)?;
+    quantize_prepared(w, rows, cols, &Prepared::new(h, opts)?, ty, opts)
+}
+
+fn check(w: &[f32], rows: usize, cols: usize, n: usize, ty: GgmlType) -> Result<(), GptqError> {
     if !codec::supported(ty) {
         return Err(GptqError::Unsupported(ty));
     }
@@ -108,10 +172,9 @@ pub fn quantize(
     if rows.checked_mul(cols) != Some(w.len()) {
         return shape(format!("{} weights for a {rows}×{cols} matrix", w.len()));
     }
-    if h.n != cols || h.sum.len() != cols * cols {
+    if n != cols {
         return shape(format!(
-            "Hessian is over {} features, the matrix has {cols} columns",
-            h.n
+            "Hessian is over {n} features, the matrix has {cols} columns"
         ));
     }
     if !cols.is_multiple_of(bs) {
@@ -119,40 +182,37 @@ pub fn quantize(
             "{cols} columns is not a whole number of {ty} blocks of {bs}"
         ));
     }
-    if h.rows == 0 {
-        return Err(GptqError::NoCalibration);
-    }
     if let Some(index) = w.iter().position(|v| !v.is_finite()) {
         return Err(GptqError::NonFinite {
             what: "weights",
             index,
         });
     }
-    if let Some(index) = h.sum.iter().position(|v| !v.is_finite()) {
-        return Err(GptqError::NonFinite {
-            what: "Hessian",
-            index,
-        });
-    }
+    Ok(())
+}
 
-    // Dead columns: H_ii = 1, w[:, i] = 0 (as the reference does).
-    let mut hm = h.sum.clone();
+/// [`quantize`] with the Hessian's factor computed once ([`Prepared::new`]) for several
+/// matrices that share an input.
+pub fn quantize_prepared(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    p: &Prepared,
+    ty: GgmlType,
+    opts: &GptqOptions,
+) -> Result<GptqResult, GptqError> {
+    check(w, rows, cols, p.n, ty)?;
+    let bs = ty.block_size();
     let mut w = w.to_vec();
-    let mut dead_columns = 0;
-    for i in 0..cols {
-        if hm[i * cols + i] == 0.0 {
-            hm[i * cols + i] = 1.0;
-            dead_columns += 1;
-            for r in 0..rows {
-                w[r * cols + i] = 0.0;
+    let dead_columns = p.dead.iter().filter(|&&d| d).count();
+    for row in w.chunks_exact_mut(cols) {
+        for (v, &d) in row.iter_mut().zip(&p.dead) {
+            if d {
+                *v = 0.0;
             }
         }
     }
-    let (u, damp_used) = damped_inverse_factor(&hm, cols, opts.damp)?;
-    // Importance of each column for ggml's block fit: the imatrix value, mean x².
-    let imp: Vec<f32> = (0..cols)
-        .map(|i| (h.sum[i * cols + i] / h.rows as f64) as f32)
-        .collect();
+    let (u, imp, damp_used) = (&p.u, &p.imp, p.damp_used);
 
     let lazy = opts.block.max(1).div_ceil(bs) * bs;
     let threads = match opts.threads {
@@ -164,8 +224,8 @@ pub fn quantize(
     let mut bytes = vec![0u8; rows * row_bytes];
     let mut fed = vec![0f32; rows * cols];
     let sweep = Sweep {
-        u: &u,
-        imp: &imp,
+        u,
+        imp,
         cols,
         ty,
         lazy,
