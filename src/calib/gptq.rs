@@ -472,3 +472,56 @@ pub fn output_error(w: &[f32], w_hat: &[f32], cols: usize, h: &Hessian) -> f64 {
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `U` from the reversed-Cholesky route satisfies `Uᵀ U (H + λI) = I` and is upper
+    /// triangular with a positive diagonal (so it is the reference's unique factor).
+    #[test]
+    fn inverse_factor_inverts_the_damped_hessian() {
+        let n = 37;
+        let mut seed = 42u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+        };
+        // H = BᵀB from 50 random rows: symmetric positive definite.
+        let b: Vec<f64> = (0..50 * n).map(|_| next()).collect();
+        let mut h = vec![0f64; n * n];
+        for row in b.chunks_exact(n) {
+            for i in 0..n {
+                for j in 0..n {
+                    h[i * n + j] += row[i] * row[j];
+                }
+            }
+        }
+        let (u, damp) = damped_inverse_factor(&h, n, 0.01).unwrap();
+        assert_eq!(damp, 0.01);
+        let mean = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
+        for i in 0..n {
+            h[i * n + i] += 0.01 * mean;
+            assert!(u[i * n + i] > 0.0);
+            for j in 0..i {
+                assert_eq!(u[i * n + j], 0.0);
+            }
+        }
+        // (UᵀU) H
+        for i in 0..n {
+            for j in 0..n {
+                let mut s = 0f64;
+                for k in 0..n {
+                    let utu: f64 = (0..n)
+                        .map(|m| f64::from(u[m * n + i]) * f64::from(u[m * n + k]))
+                        .sum();
+                    s += utu * h[k * n + j];
+                }
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((s - want).abs() < 1e-4, "({i},{j}) = {s}");
+            }
+        }
+    }
+}
