@@ -336,16 +336,28 @@ fn timing() {
         let x2 = activations(&mut rng, 2 * n, n);
         let mut h2 = h.clone();
         h2.add(&x2);
+        let t = Instant::now();
+        let p = Prepared::new(&h2, &GptqOptions::default()).unwrap();
+        println!(
+            "Prepared::new (damped inverse factor) n = {n}: {:.3} s",
+            t.elapsed().as_secs_f64()
+        );
         for rows in [576, 1536] {
             if n == 1536 && rows == 1536 {
                 continue;
             }
             let w = weights(&mut rng, rows, n);
-            for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+            // 576 is not a whole number of 256-element super-blocks (llama.cpp falls back to a
+            // 32-block type for such tensors), so K-quants only where the columns allow.
+            let types = [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K];
+            for ty in types.into_iter().filter(|t| n % t.block_size() == 0) {
                 let t = Instant::now();
                 let res = gptq::quantize(&w, rows, n, &h2, ty, &GptqOptions::default()).unwrap();
+                let total = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                gptq::quantize_prepared(&w, rows, n, &p, ty, &GptqOptions::default()).unwrap();
                 println!(
-                    "GPTQ {rows}×{n} {}: {:.3} s (damp {})",
+                    "GPTQ {rows}×{n} {}: {total:.3} s, of which the sweep {:.3} s (damp {})",
                     ty.name(),
                     t.elapsed().as_secs_f64(),
                     res.damp_used
