@@ -377,46 +377,148 @@ fn dot64(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + s
 }
 
+/// Runs `f` compiled for AVX2 when the CPU has it (wider vectors for the f64 loops; the
+/// arithmetic and its order are the same, so results do not depend on the CPU).
+fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time just above.
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
 /// Lower Cholesky factor `L` (`A = LLᵀ`, row-major) of the symmetric `a`, or `None` if a pivot
 /// is not positive and finite.
 pub(crate) fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
+    with_avx2(|| cholesky_impl(a, n))
+}
+
+#[inline(always)]
+fn cholesky_impl(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let mut l = vec![0f64; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s = a[i * n + j] - dot64(&l[i * n..i * n + j], &l[j * n..j * n + j]);
-            if i == j {
-                if !(s > 0.0 && s.is_finite()) {
-                    return None;
+    // Rows in blocks of ROW_BLOCK: for columns left of the block, each finished row L_j is
+    // read once for all the block's rows (the unblocked loop streams all of L per row). Each
+    // entry is computed exactly as unblocked: same dot product, same order of j per row.
+    for i0 in (0..n).step_by(ROW_BLOCK) {
+        let i1 = (i0 + ROW_BLOCK).min(n);
+        let (done, block) = l.split_at_mut(i0 * n);
+        for j in 0..i0 {
+            let lj = &done[j * n..j * n + j];
+            let ljj = done[j * n + j];
+            for i in i0..i1 {
+                let li = &mut block[(i - i0) * n..(i - i0 + 1) * n];
+                li[j] = (a[i * n + j] - dot64(&li[..j], lj)) / ljj;
+            }
+        }
+        for i in i0..i1 {
+            for j in i0..=i {
+                let s = a[i * n + j] - dot64(&l[i * n..i * n + j], &l[j * n..j * n + j]);
+                if i == j {
+                    if !(s > 0.0 && s.is_finite()) {
+                        return None;
+                    }
+                    l[i * n + i] = s.sqrt();
+                } else {
+                    l[i * n + j] = s / l[j * n + j];
                 }
-                l[i * n + i] = s.sqrt();
-            } else {
-                l[i * n + j] = s / l[j * n + j];
             }
         }
     }
     Some(l)
 }
 
-/// Inverse of the lower-triangular `l` (row-major), itself lower triangular.
+/// Rows factored or inverted together (see [`cholesky_impl`]).
+const ROW_BLOCK: usize = 8;
+
+/// Inverse of the lower-triangular `l` (row-major), itself lower triangular. Columns of the
+/// inverse are independent (`L x = e_c`), so threads take column ranges of equal work.
 fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
-    let mut x = vec![0f64; n * n];
-    for i in 0..n {
-        let (done, row) = x.split_at_mut(i * n);
-        let row = &mut row[..n];
-        // row_i(X) = (e_i − Σ_{k<i} L_ik row_k(X)) / L_ii; row_k(X) is zero past column k.
-        for k in 0..i {
-            let lik = l[i * n + k];
-            for (y, &v) in row[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]) {
-                *y -= lik * v;
-            }
+    let threads = thread::available_parallelism().map_or(1, |t| t.get());
+    // Column c costs about (n - c)²: cut where the remaining work crosses each share.
+    let total: f64 = (0..n).map(|c| ((n - c) * (n - c)) as f64).sum();
+    let mut bounds = vec![0];
+    let mut acc = 0.0;
+    for c in 0..n {
+        acc += ((n - c) * (n - c)) as f64;
+        if acc * threads as f64 >= total * bounds.len() as f64 && bounds.len() < threads {
+            bounds.push(c + 1);
         }
-        row[i] = 1.0;
-        let inv = 1.0 / l[i * n + i];
-        for y in &mut row[..=i] {
-            *y *= inv;
+    }
+    bounds.push(n);
+    bounds.dedup();
+    let parts: Vec<(usize, usize, Vec<f64>)> = thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let (c0, c1) = (w[0], w[1]);
+                s.spawn(move || (c0, c1, with_avx2(|| invert_lower_columns(l, n, c0, c1))))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("inverse worker panicked"))
+            .collect()
+    });
+    let mut x = vec![0f64; n * n];
+    for (c0, c1, y) in parts {
+        let w = c1 - c0;
+        for i in c0..n {
+            x[i * n + c0..i * n + c1].copy_from_slice(&y[(i - c0) * w..(i - c0 + 1) * w]);
         }
     }
     x
+}
+
+/// Columns `c0..c1` of `L⁻¹`, rows `c0..n` (above are zero), as an `(n - c0) × (c1 - c0)`
+/// row-major block: `row_i = (e_i − Σ_{c0≤k<i} L_ik row_k) / L_ii`.
+#[inline(always)]
+fn invert_lower_columns(l: &[f64], n: usize, c0: usize, c1: usize) -> Vec<f64> {
+    let w = c1 - c0;
+    let mut y = vec![0f64; (n - c0) * w];
+    // row_k is zero past column k: only its first m(k) entries take part.
+    let m = |k: usize| (k + 1).min(c1) - c0;
+    // Blocks of rows as in `cholesky_impl`; per row the same operations in the same order.
+    for i0 in (c0..n).step_by(ROW_BLOCK) {
+        let i1 = (i0 + ROW_BLOCK).min(n);
+        let (done, block) = y.split_at_mut((i0 - c0) * w);
+        for k in c0..i0 {
+            let yk = &done[(k - c0) * w..(k - c0) * w + m(k)];
+            for i in i0..i1 {
+                let lik = l[i * n + k];
+                let row = &mut block[(i - i0) * w..(i - i0) * w + yk.len()];
+                for (v, &z) in row.iter_mut().zip(yk) {
+                    *v -= lik * z;
+                }
+            }
+        }
+        for i in i0..i1 {
+            let (done, row) = y.split_at_mut((i - c0) * w);
+            let row = &mut row[..w];
+            for k in i0..i {
+                let lik = l[i * n + k];
+                let yk = &done[(k - c0) * w..(k - c0) * w + m(k)];
+                for (v, &z) in row.iter_mut().zip(yk) {
+                    *v -= lik * z;
+                }
+            }
+            if i < c1 {
+                row[i - c0] += 1.0;
+            }
+            let inv = 1.0 / l[i * n + i];
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+    y
 }
 
 /// The upper Cholesky factor `U` of `(H + λI)⁻¹` (`(H + λI)⁻¹ = UᵀU`), `λ = damp · mean diag`,
