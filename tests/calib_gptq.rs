@@ -366,3 +366,48 @@ fn timing() {
         }
     }
 }
+
+/// The first block of each row is fitted before any error reaches it, so its parameters must
+/// be exactly those of ggml's imatrix-weighted quantizer on the original weights (with
+/// `diag(H) / rows` as the imatrix): the scale/min bytes of that block equal ggml's.
+#[test]
+fn first_block_parameters_are_ggmls_imatrix_fit() {
+    let (rows, cols) = (6, 256);
+    let mut rng = Rng(21);
+    let x = activations(&mut rng, 2 * cols, cols);
+    let h = hessian_of(&x, cols);
+    let w = weights(&mut rng, rows, cols);
+    let imatrix: Vec<f32> = h
+        .diag()
+        .iter()
+        .map(|&d| (d / h.rows as f64) as f32)
+        .collect();
+    // (type, byte ranges of the block's parameters per ggml-common.h)
+    let params: [(GgmlType, &[std::ops::Range<usize>]); 6] = [
+        (GgmlType::Q4_0, &[0..2]),
+        (GgmlType::Q4_1, &[0..4]),
+        (GgmlType::IQ4_NL, &[0..2]),
+        (GgmlType::Q3_K, &[96..110]),
+        (GgmlType::Q4_K, &[0..16]),
+        (GgmlType::Q6_K, &[192..210]),
+    ];
+    for (ty, ranges) in params {
+        let bs = ty.block_size();
+        let res = gptq::quantize(&w, rows, cols, &h, ty, &GptqOptions::default()).unwrap();
+        let row_bytes = cols / bs * ty.type_size();
+        let mut ggml = vec![0u8; ty.type_size()];
+        for r in 0..rows {
+            let src = &w[r * cols..r * cols + bs];
+            quant::quantize_row(ty, src, &mut ggml, Some(&imatrix[..bs])).unwrap();
+            let ours = &res.bytes[r * row_bytes..r * row_bytes + ty.type_size()];
+            for range in ranges {
+                assert_eq!(
+                    ours[range.clone()],
+                    ggml[range.clone()],
+                    "{} row {r} bytes {range:?}",
+                    ty.name()
+                );
+            }
+        }
+    }
+}

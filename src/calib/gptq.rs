@@ -8,6 +8,11 @@
 //! imatrix) from the current, error-updated weights; the parameters are decoded exactly as
 //! stored (fp16 scales, 6-bit sub-scales and mins) and the block's columns are then rounded to
 //! that fixed grid one by one, the error fed back being the value the file will hold.
+//!
+//! The fit sees one block at a time, so where ggml's legacy imatrix quantizers weight by
+//! `imatrix · sqrt(σ² + x²)` with `σ²` the mean square of the whole row, here `σ²` is that of
+//! the block (the K-quants use the super-block's in ggml too). Types without an importance
+//! path (Q8_0, TQ1_0, TQ2_0, Q1_0) get ggml's reference fit.
 
 use super::codec::{self, Fitted};
 use super::hessian::Hessian;
