@@ -382,16 +382,16 @@ fn first_block_parameters_are_ggmls_imatrix_fit() {
         .iter()
         .map(|&d| (d / h.rows as f64) as f32)
         .collect();
-    // (type, byte ranges of the block's parameters per ggml-common.h)
-    let params: [(GgmlType, &[std::ops::Range<usize>]); 6] = [
-        (GgmlType::Q4_0, &[0..2]),
-        (GgmlType::Q4_1, &[0..4]),
-        (GgmlType::IQ4_NL, &[0..2]),
-        (GgmlType::Q3_K, &[96..110]),
-        (GgmlType::Q4_K, &[0..16]),
-        (GgmlType::Q6_K, &[192..210]),
+    // (type, bytes of the block's parameters per ggml-common.h)
+    let params: [(GgmlType, std::ops::Range<usize>); 6] = [
+        (GgmlType::Q4_0, 0..2),
+        (GgmlType::Q4_1, 0..4),
+        (GgmlType::IQ4_NL, 0..2),
+        (GgmlType::Q3_K, 96..110),
+        (GgmlType::Q4_K, 0..16),
+        (GgmlType::Q6_K, 192..210),
     ];
-    for (ty, ranges) in params {
+    for (ty, range) in params {
         let bs = ty.block_size();
         let res = gptq::quantize(&w, rows, cols, &h, ty, &GptqOptions::default()).unwrap();
         let row_bytes = cols / bs * ty.type_size();
@@ -400,14 +400,12 @@ fn first_block_parameters_are_ggmls_imatrix_fit() {
             let src = &w[r * cols..r * cols + bs];
             quant::quantize_row(ty, src, &mut ggml, Some(&imatrix[..bs])).unwrap();
             let ours = &res.bytes[r * row_bytes..r * row_bytes + ty.type_size()];
-            for range in ranges {
-                assert_eq!(
-                    ours[range.clone()],
-                    ggml[range.clone()],
-                    "{} row {r} bytes {range:?}",
-                    ty.name()
-                );
-            }
+            assert_eq!(
+                ours[range.clone()],
+                ggml[range.clone()],
+                "{} row {r} bytes {range:?}",
+                ty.name()
+            );
         }
     }
 }
