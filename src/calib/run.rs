@@ -17,7 +17,7 @@ use ggml_compat::GgmlType;
 use indicatif::ProgressBar;
 
 use super::awq::{self, AwqOptions, Target, TargetMut};
-use super::gptq::{self, GptqOptions};
+use super::gptq::{self, GptqOptions, Prepared};
 use super::hessian::Hessian;
 use crate::convert::imatrix::Imatrix;
 use crate::convert::quantize::{quantize_rows, Replacement, TensorPlan};
@@ -474,6 +474,8 @@ fn quantize_layer(
     }
 
     // quantize each matrix and swap it in
+    let gptq_opts = GptqOptions::default();
+    let mut prepared: HashMap<Input, Prepared> = HashMap::new();
     for &(m, input) in &WEIGHTS {
         let ty = ty_of(m)?;
         let st = stats.get(&input).ok_or_else(|| CalibError::Tensor {
@@ -496,11 +498,20 @@ fn quantize_layer(
         };
         let mut bytes = None;
         if opts.method.gptq() {
-            let h = st.hessian.as_ref().expect("collected for gptq");
-            // after scaling, the input is x / s: H' = diag(1/s) H diag(1/s)
-            let scaled = s.map(|s| scaled_hessian(h, s));
-            let h = scaled.as_ref().unwrap_or(h);
-            match gptq::quantize(wm, rows, cols, h, ty, &GptqOptions::default()) {
+            // one factorization per input, shared by the weights reading it
+            if let std::collections::hash_map::Entry::Vacant(e) = prepared.entry(input) {
+                let h = st.hessian.as_ref().expect("collected for gptq");
+                // after scaling, the input is x / s: H' = diag(1/s) H diag(1/s)
+                let scaled = s.map(|s| scaled_hessian(h, s));
+                let p = Prepared::new(scaled.as_ref().unwrap_or(h), &gptq_opts).map_err(|e| {
+                    CalibError::Tensor {
+                        tensor: name(m),
+                        why: e.to_string(),
+                    }
+                })?;
+                e.insert(p);
+            }
+            match gptq::quantize_prepared(wm, rows, cols, &prepared[&input], ty, &gptq_opts) {
                 Ok(r) => {
                     line += &format!(" {m} gptq(damp {:.3}, loss {:.3e});", r.damp_used, r.loss);
                     bytes = Some(r.bytes);
