@@ -669,7 +669,7 @@ pub fn bpe_vocab_metadata(dir: &Path, n_vocab: u64) -> Result<Vec<(String, Value
 }
 
 /// `TextModel.does_token_look_special`.
-fn looks_special(t: &str) -> bool {
+pub(crate) fn looks_special(t: &str) -> bool {
     ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].contains(&t)
         || (t.starts_with("<|") && t.ends_with("|>"))
         || (t.starts_with("<｜") && t.ends_with("｜>"))
