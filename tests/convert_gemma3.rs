@@ -229,3 +229,53 @@ fn f16_checkpoint_with_chat_template_is_byte_identical() {
     );
     check(&dir, "f16", "gemma3-hf-f16-checkpoint-f16.gguf");
 }
+
+/// The converted F16 file runs and predicts like llama.cpp on the original Q4_K_M file: fed
+/// each golden prompt and llama.cpp's 48-token greedy continuation (teacher forcing), kiln's
+/// top-1 token on the F16 file is llama.cpp's next token at >= 90% of the positions (measured:
+/// 46, 47 and 48 of 48), and llama.cpp's token is always in kiln's top 5. Not bytes, not the
+/// free-running continuation: the F16 file holds the dequantized Q4_K_M weights rounded through
+/// bf16 and runs through other kernels, so near-ties (logit gaps of 0.05 and 0.14 seen) may flip.
+#[test]
+fn converted_f16_predicts_the_golden_continuations() {
+    use kiln::model::Model;
+    use kiln::tokenizer::Tokenizer;
+    let out = work_dir().join("run-f16.gguf");
+    convert(bf16_folder(), "f16", &out).unwrap();
+    let model = Model::load(&out, 2).expect("load the converted F16 file");
+    let tok = Tokenizer::from_gguf(&model.file).expect("its tokenizer");
+    let golden_path = common::shared_dir().join("golden/models/gemma-3-270m-q4_k_m.json");
+    let golden: Json = serde_json::from_slice(&std::fs::read(&golden_path).unwrap()).unwrap();
+    let ids_of = |v: &Json| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect()
+    };
+    for p in golden["prompts"].as_array().unwrap() {
+        let prompt = p["prompt"].as_str().unwrap();
+        let ids = tok.encode(prompt, true, true);
+        assert_eq!(ids, ids_of(&p["ids"]), "prompt ids of {prompt:?}");
+        let greedy = ids_of(&p["greedy_ids"]);
+        let mut state = model.new_state(ids.len() + greedy.len() + 1);
+        let mut logits = model.forward_last(&mut state, &ids).unwrap();
+        let mut agree = 0;
+        for (i, &t) in greedy.iter().enumerate() {
+            let above = logits.iter().filter(|&&x| x > logits[t as usize]).count();
+            assert!(
+                above < 5,
+                "{prompt:?} position {i}: llama.cpp's token {t} is not in kiln's top 5"
+            );
+            agree += usize::from(above == 0);
+            logits = model.forward_last(&mut state, &[t]).unwrap();
+        }
+        assert!(
+            agree * 10 >= greedy.len() * 9,
+            "{prompt:?}: top-1 agreement {agree}/{}",
+            greedy.len()
+        );
+    }
+    drop(model);
+    let _ = std::fs::remove_file(&out);
+}
