@@ -2,7 +2,8 @@
 //!
 //! Acceptance: the folder `tools/gguf_to_hf_gemma3.py` makes from gemma-3-270m-q4_k_m.gguf,
 //! converted to f16, bf16 and q8_0 (and, from an f16 checkpoint with a chat template, to f16),
-//! is byte for byte the file llama.cpp's `convert_hf_to_gguf.py` wrote from the same folder
+//! is byte for byte the file llama.cpp's `convert_hf_to_gguf.py` wrote from the same folder, and
+//! `--outtype q4_k_m` is `llama-quantize` of that F16 file to Q4_K_M
 //! (`tests/data/convert/gemma3-270m-hf-to-gguf.json`, made with `tools/gguf_golden_json.py`):
 //! whole-file sha256, and on a difference every key and tensor that differs.
 //!
@@ -215,6 +216,16 @@ fn bf16_is_byte_identical_with_convert_hf_to_gguf() {
 #[test]
 fn q8_0_is_byte_identical_with_convert_hf_to_gguf() {
     check(bf16_folder(), "q8_0", "gemma3-hf-q8_0.gguf");
+}
+
+/// `--outtype q4_k_m` is llama-quantize's Q4_K_M of the script's F16 file, byte for byte.
+#[test]
+fn q4_k_m_is_byte_identical_with_f16_then_llama_quantize() {
+    check(
+        bf16_folder(),
+        "q4_k_m",
+        "gemma3-hf-f16-quantize-Q4_K_M.gguf",
+    );
 }
 
 /// An f16 checkpoint: the script adds 1 to the norms in f16 (rounding the sum); and the chat
