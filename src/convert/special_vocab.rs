@@ -148,7 +148,7 @@ impl SpecialVocab {
             let mut bos = token_text(&cfg, "bos_token");
             let mut cls = token_text(&cfg, "cls_token");
             let mut eos = token_text(&cfg, "eos_token");
-            let sep = token_text(&cfg, "sep_token");
+            let mut sep = token_text(&cfg, "sep_token");
             if bos.is_none() && cls.is_some() && has_cfg {
                 bos.clone_from(&cls);
                 cfg["bos_token"] = Json::from(bos.clone());
@@ -169,16 +169,28 @@ impl SpecialVocab {
                             setdefault(&mut self.add, "bos", false);
                             setdefault(&mut self.add, "eos", false);
                         }
-                        Some("TemplateProcessing") => {
-                            self.template_processing(
-                                &p, &mut cfg, has_cfg, &mut bos, &mut cls, &mut eos, &sep,
-                            )
-                        }
+                        Some("TemplateProcessing") => self.template_processing(
+                            &p, &mut cfg, has_cfg, &mut bos, &mut cls, &mut eos, &sep,
+                        ),
                         Some("RobertaProcessing") => {
-                            return Err(ConvertError::Tokenizer {
-                                file: tok_path.clone(),
-                                msg: "the RobertaProcessing post-processor is not supported for a SentencePiece vocabulary".into(),
-                            })
+                            for t in ["bos", "eos", "sep"] {
+                                set_in_order(&mut self.add, t, true);
+                            }
+                            let first = |k: &str, default: &Option<String>| {
+                                p.get(k)
+                                    .and_then(|v| v.get(0))
+                                    .and_then(Json::as_str)
+                                    .map(String::from)
+                                    .or_else(|| default.clone())
+                            };
+                            if cls.is_none() && has_cfg {
+                                cls = first("cls", &bos);
+                                cfg["cls_token"] = Json::from(cls.clone());
+                            }
+                            if sep.is_none() && has_cfg {
+                                sep = first("sep", &eos);
+                                cfg["sep_token"] = Json::from(sep.clone());
+                            }
                         }
                         _ => {}
                     }
