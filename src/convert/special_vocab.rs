@@ -388,3 +388,137 @@ impl SpecialVocab {
         md
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder of (file, JSON or text) in the temp dir.
+    fn folder(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("kiln-special-vocab-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        for (f, text) in files {
+            std::fs::write(d.join(f), text).unwrap();
+        }
+        d
+    }
+
+    fn keys(dir: &Path, n_vocab: Option<u64>) -> Vec<(String, String)> {
+        let md = SpecialVocab::load(dir, n_vocab).unwrap().metadata();
+        let _ = std::fs::remove_dir_all(dir);
+        md.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+    }
+
+    fn want(v: &[(&str, Value)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    // Expected values: gguf-py's SpecialVocab on the same folders.
+
+    #[test]
+    fn template_processing_trailing_token_becomes_eos_and_old_eos_eot() {
+        let d = folder(
+            "a",
+            &[
+                (
+                    "tokenizer.json",
+                    r#"{"added_tokens": [{"id": 0, "content": "<s>"}, {"id": 1, "content": "</s>"},
+                    {"id": 2, "content": "<|end|>"}, {"id": 3, "content": "<sep>"}],
+                    "post_processor": {"type": "TemplateProcessing",
+                      "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}},
+                                 {"SpecialToken": {"id": "<|end|>"}}],
+                      "pair": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}},
+                               {"SpecialToken": {"id": "<sep>"}}, {"Sequence": {"id": "B"}},
+                               {"SpecialToken": {"id": "<|end|>"}}]},
+                    "normalizer": {"type": "Sequence", "normalizers": [{"type": "Lowercase"}]}}"#,
+                ),
+                (
+                    "tokenizer_config.json",
+                    r#"{"bos_token": "<s>", "eos_token": "</s>", "sep_token": "<sep>",
+                    "add_eos_token": false, "chat_template": "T"}"#,
+                ),
+                (
+                    "config.json",
+                    r#"{"pad_token_id": 1, "eos_token_id": [1, 2]}"#,
+                ),
+            ],
+        );
+        assert_eq!(
+            keys(&d, None),
+            want(&[
+                ("tokenizer.ggml.bos_token_id", Value::U32(0)),
+                ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+                ("tokenizer.ggml.seperator_token_id", Value::U32(3)),
+                ("tokenizer.ggml.eot_token_id", Value::U32(1)),
+                ("tokenizer.ggml.padding_token_id", Value::U32(1)),
+                ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+                ("tokenizer.ggml.add_eos_token", Value::Bool(true)),
+                ("tokenizer.ggml.add_sep_token", Value::Bool(false)),
+                ("tokenizer.chat_template", Value::String("T".into())),
+                ("tokenizer.ggml.normalizer.lowercase", Value::Bool(true)),
+            ])
+        );
+    }
+
+    #[test]
+    fn roberta_processing_and_jinja_template() {
+        let d = folder(
+            "b",
+            &[
+                (
+                    "tokenizer.json",
+                    r#"{"added_tokens": [{"id": 0, "content": "<s>"}, {"id": 2, "content": "</s>"}],
+                    "post_processor": {"type": "RobertaProcessing", "cls": ["<s>", 0], "sep": ["</s>", 2]}}"#,
+                ),
+                (
+                    "tokenizer_config.json",
+                    r#"{"bos_token": "<s>", "eos_token": "</s>"}"#,
+                ),
+                ("chat_template.jinja", "J"),
+            ],
+        );
+        // cls gets an id too, but GGUFWriter has no key for it
+        assert_eq!(
+            keys(&d, None),
+            want(&[
+                ("tokenizer.ggml.bos_token_id", Value::U32(0)),
+                ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+                ("tokenizer.ggml.seperator_token_id", Value::U32(2)),
+                ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+                ("tokenizer.ggml.add_eos_token", Value::Bool(true)),
+                ("tokenizer.ggml.add_sep_token", Value::Bool(true)),
+                ("tokenizer.chat_template", Value::String("J".into())),
+            ])
+        );
+    }
+
+    #[test]
+    fn without_tokenizer_json_ids_come_from_config_and_respect_n_vocab() {
+        let d = folder(
+            "c",
+            &[
+                (
+                    "tokenizer_config.json",
+                    r#"{"add_bos_token": true, "add_eos_token": true, "bos_token": {"content": "<bos>"}}"#,
+                ),
+                (
+                    "config.json",
+                    r#"{"bos_token_id": 2, "eos_token_id": 9, "unk_token_id": 3}"#,
+                ),
+            ],
+        );
+        assert_eq!(
+            keys(&d, Some(8)),
+            want(&[
+                ("tokenizer.ggml.bos_token_id", Value::U32(2)),
+                ("tokenizer.ggml.unknown_token_id", Value::U32(3)),
+                ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+                ("tokenizer.ggml.add_eos_token", Value::Bool(true)),
+            ])
+        );
+    }
+}
