@@ -7,6 +7,13 @@
 //! (`tests/data/convert/gemma3-270m-hf-to-gguf.json`, made with `tools/gguf_golden_json.py`):
 //! whole-file sha256, and on a difference every key and tensor that differs.
 //!
+//! How the golden was made (llama.cpp of llama-cpp-python 0.3.36's sdist, with torch 2.15.0,
+//! transformers 5.24.0, sentencepiece 0.2.3 from PyPI): `tools/gguf_to_hf_gemma3.py` into
+//! `A/gemma-3-270m` (bf16) and, with `--dtype f16 --chat-template` of [`CHAT_TEMPLATE`], into
+//! `B/gemma-3-270m`; `convert_hf_to_gguf.py A/gemma-3-270m --outtype f16|bf16|q8_0` and
+//! `B/gemma-3-270m --outtype f16`; `llama-quantize` of A's F16 file to Q4_K_M; then
+//! `tools/gguf_golden_json.py NAME=FILE ...`.
+//!
 //! tests/convert_gemma3_tiny.rs has the hand-made cases (norm +1, out-of-vocabulary rows,
 //! piece types, bad `tokenizer.model` files).
 
