@@ -13,6 +13,9 @@ pub enum Arch {
     Qwen2,
     /// `Qwen3ForCausalLM` → `qwen3` (Q/K RMS norms, no biases, no permutation)
     Qwen3,
+    /// `Gemma3ForCausalLM` → `gemma3` (Q/K norms, four norms a layer, every norm weight + 1,
+    /// SentencePiece vocabulary)
+    Gemma3,
 }
 
 impl Arch {
@@ -22,13 +25,14 @@ impl Arch {
             "LlamaForCausalLM" | "LLaMAForCausalLM" | "MistralForCausalLM" => Some(Arch::Llama),
             "Qwen2ForCausalLM" => Some(Arch::Qwen2),
             "Qwen3ForCausalLM" => Some(Arch::Qwen3),
+            "Gemma3ForCausalLM" => Some(Arch::Gemma3),
             _ => None,
         }
     }
 
     /// The Hugging Face architectures kiln accepts.
     pub const SUPPORTED: &'static str =
-        "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
+        "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM";
 
     /// `general.architecture`.
     pub fn gguf_name(self) -> &'static str {
@@ -36,6 +40,7 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
         }
     }
 }
@@ -49,6 +54,9 @@ pub enum Transform {
     Permute {
         heads: usize,
     },
+    /// `Gemma3Model.norm_shift`: + 1.0 on every `*norm.weight` (Gemma3RMSNorm scales by
+    /// `1 + weight`; ggml's rms_norm by `weight`). In f32, or in f16 for an f16 checkpoint.
+    NormShift,
 }
 
 /// One tensor the model must have.
@@ -64,6 +72,9 @@ pub struct Expected {
 /// Every tensor of the model, in no particular order: the converter walks the checkpoint in
 /// its (sorted) name order and looks each one up here.
 pub fn expected_tensors(arch: Arch, hp: &Hparams, has_lm_head: bool) -> Vec<Expected> {
+    if arch == Arch::Gemma3 {
+        return gemma3_tensors(hp, has_lm_head);
+    }
     let (d, ff, v) = (hp.n_embd, hp.n_ff, hp.n_vocab);
     let q = hp.n_head * hp.head_dim;
     let kv = hp.n_head_kv * hp.head_dim;
@@ -150,6 +161,63 @@ pub fn expected_tensors(arch: Arch, hp: &Hparams, has_lm_head: bool) -> Vec<Expe
     out
 }
 
+/// Gemma 3: gguf-py's GEMMA3 tensor map (`post_attention_layernorm` is the post-attention
+/// norm here, `pre_feedforward_layernorm` the FFN norm) and the +1 on every norm weight.
+fn gemma3_tensors(hp: &Hparams, has_lm_head: bool) -> Vec<Expected> {
+    let (d, ff, v, hd) = (hp.n_embd, hp.n_ff, hp.n_vocab, hp.head_dim);
+    let q = hp.n_head * hd;
+    let kv = hp.n_head_kv * hd;
+    let (none, shift) = (Transform::None, Transform::NormShift);
+    let mut out = vec![
+        e(
+            "model.embed_tokens.weight",
+            "token_embd.weight",
+            &[v, d],
+            none,
+        ),
+        e("model.norm.weight", "output_norm.weight", &[d], shift),
+    ];
+    if has_lm_head || !hp.tie_word_embeddings {
+        out.push(e("lm_head.weight", "output.weight", &[v, d], none));
+    }
+    for l in 0..hp.n_layer {
+        let layer: [(&str, &str, Vec<u64>, Transform); 13] = [
+            ("input_layernorm", "attn_norm", vec![d], shift),
+            ("self_attn.q_proj", "attn_q", vec![q, d], none),
+            ("self_attn.k_proj", "attn_k", vec![kv, d], none),
+            ("self_attn.v_proj", "attn_v", vec![kv, d], none),
+            ("self_attn.o_proj", "attn_output", vec![d, q], none),
+            ("self_attn.q_norm", "attn_q_norm", vec![hd], shift),
+            ("self_attn.k_norm", "attn_k_norm", vec![hd], shift),
+            (
+                "post_attention_layernorm",
+                "post_attention_norm",
+                vec![d],
+                shift,
+            ),
+            ("pre_feedforward_layernorm", "ffn_norm", vec![d], shift),
+            (
+                "post_feedforward_layernorm",
+                "post_ffw_norm",
+                vec![d],
+                shift,
+            ),
+            ("mlp.gate_proj", "ffn_gate", vec![ff, d], none),
+            ("mlp.up_proj", "ffn_up", vec![ff, d], none),
+            ("mlp.down_proj", "ffn_down", vec![d, ff], none),
+        ];
+        for (h, g, shape, t) in layer {
+            out.push(e(
+                &format!("model.layers.{l}.{h}.weight"),
+                &format!("blk.{l}.{g}.weight"),
+                &shape,
+                t,
+            ));
+        }
+    }
+    out
+}
+
 fn e(hf: &str, gguf: &str, shape: &[u64], transform: Transform) -> Expected {
     Expected {
         hf: hf.into(),
@@ -164,6 +232,7 @@ pub fn apply(t: Transform, data: &[f32], rows: usize) -> Vec<f32> {
     match t {
         Transform::None => data.to_vec(),
         Transform::Permute { heads } => permute_rows(data, rows, heads),
+        Transform::NormShift => data.iter().map(|v| v + 1.0).collect(),
     }
 }
 

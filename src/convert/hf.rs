@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use super::pre_hashes::{CHKTXT, PRE_HASHES};
+use super::special_vocab::SpecialVocab;
 use super::{read_json, ConvertError};
 use crate::tokenizer::{Tokenizer, Vocab, VocabSpec};
 
@@ -435,12 +436,6 @@ pub fn bpe_vocab_metadata(dir: &Path, n_vocab: u64) -> Result<Vec<(String, Value
         });
     }
     let tok = read_json(&tok_path)?;
-    let cfg_path = dir.join("tokenizer_config.json");
-    let tcfg = if cfg_path.is_file() {
-        read_json(&cfg_path)?
-    } else {
-        Json::Null
-    };
     let bad = |msg: String| ConvertError::Tokenizer {
         file: tok_path.clone(),
         msg,
@@ -532,15 +527,9 @@ pub fn bpe_vocab_metadata(dir: &Path, n_vocab: u64) -> Result<Vec<(String, Value
         None => Vec::new(),
     };
 
-    // post-processor: BOS/EOS the tokenizer adds around a sequence
+    // the special tokens the post-processor puts around a sequence (part of what the
+    // script's pre-tokenizer hash sees)
     let (mut prefix, mut suffix) = (Vec::new(), Vec::new());
-    let mut add_special: Vec<(&str, bool)> = Vec::new();
-    let tc_str = |k: &str| match tcfg.get(k) {
-        Some(Json::String(s)) => Some(s.clone()),
-        Some(o) => o.get("content").and_then(Json::as_str).map(String::from),
-        None => None,
-    };
-    let (special_bos, special_eos) = (tc_str("bos_token"), tc_str("eos_token"));
     let id_of = |c: &str| {
         added_list
             .iter()
@@ -555,38 +544,27 @@ pub fn bpe_vocab_metadata(dir: &Path, n_vocab: u64) -> Result<Vec<(String, Value
             .cloned()
             .unwrap_or_else(|| vec![pp.clone()]);
         for p in procs {
-            match p.get("type").and_then(Json::as_str) {
-                Some("ByteLevel") => {
-                    for t in ["bos", "eos"] {
-                        if !add_special.iter().any(|(k, _)| *k == t) {
-                            add_special.push((t, false));
-                        }
-                    }
+            if p.get("type").and_then(Json::as_str) != Some("TemplateProcessing") {
+                continue;
+            }
+            let single = p
+                .get("single")
+                .and_then(Json::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let sp = |e: &Json| {
+                e.get("SpecialToken")
+                    .and_then(|s| s.get("id"))
+                    .and_then(Json::as_str)
+                    .map(String::from)
+            };
+            if single.len() > 1 {
+                if let Some(first) = single.first().and_then(sp) {
+                    prefix.extend(id_of(&first));
                 }
-                Some("TemplateProcessing") => {
-                    let single = p
-                        .get("single")
-                        .and_then(Json::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    let sp = |e: &Json| {
-                        e.get("SpecialToken")
-                            .and_then(|s| s.get("id"))
-                            .and_then(Json::as_str)
-                            .map(String::from)
-                    };
-                    if single.len() > 1 {
-                        if let Some(first) = single.first().and_then(sp) {
-                            add_special.push(("bos", Some(&first) == special_bos.as_ref()));
-                            prefix.extend(id_of(&first));
-                        }
-                        if let Some(last) = single.last().and_then(sp) {
-                            add_special.push(("eos", Some(&last) == special_eos.as_ref()));
-                            suffix.extend(id_of(&last));
-                        }
-                    }
+                if let Some(last) = single.last().and_then(sp) {
+                    suffix.extend(id_of(&last));
                 }
-                _ => {}
             }
         }
     }
@@ -610,66 +588,12 @@ pub fn bpe_vocab_metadata(dir: &Path, n_vocab: u64) -> Result<Vec<(String, Value
     if !merges.is_empty() {
         md.push(("tokenizer.ggml.merges".into(), str_array(merges)));
     }
-    // special token ids: tokenizer_config.json first, then config.json
-    let types_order = ["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
-    let mut ids: Vec<(&str, u64)> = Vec::new();
-    if !tcfg.is_null() {
-        for t in types_order {
-            if let Some(id) = tc_str(&format!("{t}_token")).and_then(|c| id_of(&c)) {
-                ids.push((t, id));
-            }
-        }
-    }
-    let cfg_path = dir.join("config.json");
-    if let Ok(cfg) = read_json(&cfg_path) {
-        for t in types_order {
-            if let Some(id) = cfg.get(format!("{t}_token_id")).and_then(Json::as_u64) {
-                if !ids.iter().any(|(k, _)| *k == t) {
-                    ids.push((t, id));
-                }
-            }
-        }
-    }
-    for (t, id) in ids {
-        let key = match t {
-            "unk" => "unknown",
-            "sep" => "seperator",
-            "pad" => "padding",
-            other => other,
-        };
-        md.push((
-            format!("tokenizer.ggml.{key}_token_id"),
-            Value::U32(id as u32),
-        ));
-    }
-    if !tcfg.is_null() {
-        for t in types_order {
-            if let Some(b) = tcfg.get(format!("add_{t}_token")).and_then(Json::as_bool) {
-                if !add_special.iter().any(|(k, _)| *k == t) {
-                    add_special.push((t, b));
-                }
-            }
-        }
-    }
-    for (t, b) in add_special {
-        md.push((format!("tokenizer.ggml.add_{t}_token"), Value::Bool(b)));
-    }
-    if !tcfg.is_null() {
-        let jinja = dir.join("chat_template.jinja");
-        let template = match tcfg.get("chat_template") {
-            Some(Json::String(s)) => Some(s.clone()),
-            _ if jinja.is_file() => Some(super::read_text(&jinja)?),
-            _ => None,
-        };
-        if let Some(t) = template {
-            md.push(("tokenizer.chat_template".into(), Value::String(t)));
-        }
-    }
+    md.extend(SpecialVocab::load(dir, None)?.metadata());
     Ok(md)
 }
 
 /// `TextModel.does_token_look_special`.
-fn looks_special(t: &str) -> bool {
+pub(crate) fn looks_special(t: &str) -> bool {
     ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].contains(&t)
         || (t.starts_with("<|") && t.ends_with("|>"))
         || (t.starts_with("<｜") && t.ends_with("｜>"))

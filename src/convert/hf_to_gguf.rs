@@ -14,10 +14,11 @@ use ggml_compat::GgmlType;
 use indicatif::ProgressBar;
 
 use super::arch::{self, Arch, Expected};
+use super::gemma3;
 use super::hf::{self, Hparams};
 use super::quantize::{quantize_rows, QUANTIZATION_VERSION};
 use super::recipe::{weight_order, Ftype, ModelFacts, Recipe, RecipeOptions};
-use super::safetensors::{Checkpoint, StTensor};
+use super::safetensors::{Checkpoint, Dtype, StTensor};
 use super::{read_json, ConvertError};
 
 /// Options of `kiln convert`.
@@ -99,11 +100,14 @@ pub fn convert_dir(
         });
     }
     let cfg = read_json(&cfg_path)?;
-    let hp = Hparams::from_config(&cfg_path, &cfg)?;
+    let mut hp = Hparams::from_config(&cfg_path, &cfg)?;
     let arch = Arch::from_hf(&hp.architecture).ok_or_else(|| ConvertError::Architecture {
         name: hp.architecture.clone(),
         supported: Arch::SUPPORTED,
     })?;
+    if arch == Arch::Gemma3 {
+        gemma3::adjust_hparams(&cfg, &mut hp);
+    }
     let ck = Checkpoint::open_dir(dir)?;
     let has_lm_head = ck.tensors().contains_key("lm_head.weight");
     let expected = arch::expected_tensors(arch, &hp, has_lm_head);
@@ -120,7 +124,7 @@ pub fn convert_dir(
         }
         match expected.iter().find(|e| &e.hf == name) {
             None => extra.push(name.clone()),
-            Some(e) if e.shape != t.shape => wrong.push(format!(
+            Some(e) if e.shape != t.shape && !oov_rows(arch, e, &t.shape) => wrong.push(format!(
                 "{name}: shape {:?} in {}, config.json implies {:?}",
                 t.shape,
                 ck.path_of(t).display(),
@@ -131,7 +135,7 @@ pub fn convert_dir(
                 generated: Vec::new(),
                 exp: e.clone(),
                 ty: GgmlType::F32,
-                dims: t.shape.iter().rev().copied().collect(),
+                dims: e.shape.iter().rev().copied().collect(),
             }),
         }
     }
@@ -205,7 +209,15 @@ pub fn convert_dir(
     }
 
     let total_params: u64 = plan.iter().map(|p| p.n_elements()).sum();
-    let metadata = build_metadata(dir, arch, &hp, params.outtype, total_params, recipe_order)?;
+    let metadata = build_metadata(
+        dir,
+        (&cfg_path, &cfg),
+        arch,
+        &hp,
+        params.outtype,
+        total_params,
+        recipe_order,
+    )?;
 
     let infos: Vec<TensorInfoOut> = plan
         .iter()
@@ -225,8 +237,18 @@ pub fn convert_dir(
             Some(t) => ck.read_f32(t, &mut buf),
             None => buf.clone_from(&p.generated),
         }
+        // Gemma3Model.modify_tensors: `embed_tokens[:n_vocab]` drops out-of-vocabulary rows
+        buf.truncate(p.n_elements() as usize);
         let rows = p.exp.shape.first().copied().unwrap_or(1) as usize;
         let mut data = arch::apply(p.exp.transform, &buf, rows);
+        if p.exp.transform == arch::Transform::NormShift
+            && p.src.is_some_and(|t| t.dtype == Dtype::F16)
+        {
+            // the script adds 1.0 to the float16 tensor itself: the sum is rounded to f16
+            for v in &mut data {
+                *v = half::f16::from_f32(*v).to_f32();
+            }
+        }
         if !recipe_order || p.ty == GgmlType::F32 {
             // the script's own types
         } else {
@@ -253,10 +275,21 @@ pub fn convert_dir(
     })
 }
 
+/// Gemma 3's token embedding may have more rows than the vocabulary (the script keeps the
+/// first `vocab_size`).
+fn oov_rows(arch: Arch, e: &Expected, shape: &[u64]) -> bool {
+    arch == Arch::Gemma3
+        && e.gguf == "token_embd.weight"
+        && shape.len() == 2
+        && shape[1] == e.shape[1]
+        && shape[0] > e.shape[0]
+}
+
 /// All metadata, in the order the script writes it (or, for recipe types, as llama-quantize
 /// rewrites it: quantization version and file type moved to the end).
 fn build_metadata(
     dir: &Path,
+    (cfg_path, cfg): (&Path, &serde_json::Value),
     arch: Arch,
     hp: &Hparams,
     ftype: Ftype,
@@ -289,6 +322,22 @@ fn build_metadata(
         .size_label
         .unwrap_or_else(|| hf::size_label(total_params));
     md.push(("general.size_label".into(), Value::String(size)));
+    let file_type = ("general.file_type".to_string(), Value::U32(ftype.id()));
+    let qv = (
+        "general.quantization_version".to_string(),
+        Value::U32(QUANTIZATION_VERSION),
+    );
+    if arch == Arch::Gemma3 {
+        md.extend(gemma3::hparam_metadata(cfg_path, cfg, hp, ftype.id())?);
+        md.push(qv.clone());
+        md.extend(gemma3::vocab_metadata(dir, hp.n_vocab)?);
+        if recipe_order {
+            md.retain(|(k, _)| k != &file_type.0 && k != &qv.0);
+            md.push(qv);
+            md.push(file_type);
+        }
+        return Ok(md);
+    }
     md.push((format!("{a}.block_count"), u32v(hp.n_layer)));
     if let Some(n) = hp.n_ctx {
         md.push((format!("{a}.context_length"), u32v(n)));
@@ -320,11 +369,6 @@ fn build_metadata(
         md.push((format!("{a}.attention.key_length"), u32v(hp.head_dim)));
         md.push((format!("{a}.attention.value_length"), u32v(hp.head_dim)));
     }
-    let file_type = ("general.file_type".to_string(), Value::U32(ftype.id()));
-    let qv = (
-        "general.quantization_version".to_string(),
-        Value::U32(QUANTIZATION_VERSION),
-    );
     md.push(file_type.clone());
     if arch == Arch::Llama {
         // LlamaModel.set_gguf_parameters

@@ -2,6 +2,7 @@
 //! and `kiln convert` (a Hugging Face safetensors folder → GGUF, as `convert_hf_to_gguf.py`).
 
 pub mod arch;
+pub mod gemma3;
 pub mod hf;
 pub mod hf_to_gguf;
 pub mod imatrix;
@@ -9,6 +10,8 @@ mod pre_hashes;
 pub mod quantize;
 pub mod recipe;
 pub mod safetensors;
+pub mod sentencepiece;
+pub mod special_vocab;
 
 use std::path::{Path, PathBuf};
 
