@@ -150,7 +150,11 @@ fn awq_folds_into_the_norms_and_beats_rtn_on_its_calibration_text() {
                 cal.replacements.get(&name),
                 Some(Replacement::Values(_))
             ));
-            assert_ne!(tensor_bytes(&awq, &name), tensor_bytes(&src, &name), "{name}");
+            assert_ne!(
+                tensor_bytes(&awq, &name),
+                tensor_bytes(&src, &name),
+                "{name}"
+            );
         }
     }
     let (p_rtn, p_awq) = (ppl_on_calib(&rtn), ppl_on_calib(&awq));

@@ -260,7 +260,10 @@ pub fn calibrate(
                 return;
             };
             // weights sharing an input see it once
-            if matches!(name.rsplit('.').nth(1), Some("attn_k" | "attn_v" | "ffn_up")) {
+            if matches!(
+                name.rsplit('.').nth(1),
+                Some("attn_k" | "attn_v" | "ffn_up")
+            ) {
                 return;
             }
             let cols = x.len() / n.max(1);
@@ -291,12 +294,7 @@ pub fn calibrate(
             progress.inc(1);
         }
         model.set_observer(None);
-        let stats = std::mem::take(
-            &mut collector
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .stats,
-        );
+        let stats = std::mem::take(&mut collector.lock().unwrap_or_else(|e| e.into_inner()).stats);
         for &(w, input) in &WEIGHTS {
             if let Some(s) = stats.get(&input) {
                 out.imatrix
@@ -443,7 +441,10 @@ fn quantize_layer(
         }
         if awq_opts.clip {
             // as llm-awq's auto_clip: not q/k, whose dot products attention amplifies
-            for &(m, input) in WEIGHTS.iter().filter(|(m, _)| !matches!(*m, "attn_q" | "attn_k")) {
+            for &(m, input) in WEIGHTS
+                .iter()
+                .filter(|(m, _)| !matches!(*m, "attn_q" | "attn_k"))
+            {
                 let st = &stats[&input];
                 let s = scale.get(&input);
                 let x: Vec<f32> = match s {
@@ -527,15 +528,15 @@ fn quantize_layer(
                 }
             }
         }
-        let bytes = match bytes {
-            Some(b) => b,
-            None => quantize_rows(ty, wm, cols, rows, Some(&importance), opts.threads).map_err(
-                |e| CalibError::Tensor {
-                    tensor: name(m),
-                    why: e.to_string(),
-                },
-            )?,
-        };
+        let bytes =
+            match bytes {
+                Some(b) => b,
+                None => quantize_rows(ty, wm, cols, rows, Some(&importance), opts.threads)
+                    .map_err(|e| CalibError::Tensor {
+                        tensor: name(m),
+                        why: e.to_string(),
+                    })?,
+            };
         let l = &mut model.weights.layers[il];
         let matrix = match m {
             "attn_q" => &mut l.wq,
@@ -587,7 +588,8 @@ pub fn load(
     opts: &CalibOptions,
 ) -> Result<(Model, Vec<Vec<u32>>), CalibError> {
     let model = Model::load(path, opts.threads)?;
-    let tok = Tokenizer::from_gguf(&model.file).map_err(|e| CalibError::Tokenizer(e.to_string()))?;
+    let tok =
+        Tokenizer::from_gguf(&model.file).map_err(|e| CalibError::Tokenizer(e.to_string()))?;
     let chunks = chunks(&tok, text, text_name, opts.n_ctx, opts.chunks)?;
     Ok((model, chunks))
 }
