@@ -48,7 +48,9 @@ pub enum ImatrixError {
     },
     #[error("{file}: not an importance matrix: {msg}")]
     NotImatrix { file: PathBuf, msg: String },
-    #[error("non-finite values detected in the activations of '{0}' (the model overflows on this text)")]
+    #[error(
+        "non-finite values detected in the activations of '{0}' (the model overflows on this text)"
+    )]
     NonFinite(String),
 }
 
@@ -124,7 +126,10 @@ fn read_gguf(path: &Path) -> Result<ImatrixFile, ImatrixError> {
     }
     let mut out = ImatrixFile::default();
     let datasets = file.get(KEY_DATASETS);
-    if let Some(names) = datasets.and_then(|v| v.as_array()).and_then(|a| a.strings()) {
+    if let Some(names) = datasets
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.strings())
+    {
         out.datasets = names.into_iter().map(String::from).collect();
     }
     let count = file.get(KEY_CHUNK_COUNT);
@@ -207,7 +212,9 @@ impl Cursor<'_> {
         if n < 0 || n as usize > left {
             return Err(ImatrixError::NotImatrix {
                 file: self.file.to_path_buf(),
-                msg: format!("{what} is {n}, but only {left} fit in the rest of the file (truncated?)"),
+                msg: format!(
+                    "{what} is {n}, but only {left} fit in the rest of the file (truncated?)"
+                ),
             });
         }
         Ok(n as usize)
@@ -490,7 +497,10 @@ impl Collector {
                 KEY_CHUNK_COUNT.to_string(),
                 Value::U32(self.last_chunk as u32),
             ),
-            (KEY_CHUNK_SIZE.to_string(), Value::U32(self.chunk_size as u32)),
+            (
+                KEY_CHUNK_SIZE.to_string(),
+                Value::U32(self.chunk_size as u32),
+            ),
         ];
         let stored: Vec<(&String, &Entry)> = self
             .stats
@@ -620,7 +630,10 @@ mod tests {
         assert_eq!((f.chunk_count, f.chunk_size), (2, 4));
         assert_eq!(f.entries, c.stats);
         let g = GgufFile::open(&p).unwrap();
-        assert_eq!(g.get("general.type").and_then(|v| v.as_str()), Some("imatrix"));
+        assert_eq!(
+            g.get("general.type").and_then(|v| v.as_str()),
+            Some("imatrix")
+        );
         let t = g.tensor("blk.0.attn_q.weight.counts").unwrap();
         assert_eq!(t.dims, vec![1, 1]);
         let t = g.tensor("blk.0.attn_q.weight.in_sum2").unwrap();
@@ -651,7 +664,10 @@ mod tests {
         // ffn_down: 2 rows → ceil(2/4) = 1 call
         assert_eq!(f.entries["blk.0.ffn_down.weight"].counts, vec![1]);
         let im = load(&p).unwrap();
-        assert_eq!(im.data["blk.0.attn_q.weight"][0], (raw[0] / 8.0) * 2.0 / 2.0);
+        assert_eq!(
+            im.data["blk.0.attn_q.weight"][0],
+            (raw[0] / 8.0) * 2.0 / 2.0
+        );
         // merging a legacy file gives raw sums back (up to rounding) with counts ncall × chunk
         let mut m = Collector::new(4);
         m.merge(&f, &p).unwrap();
@@ -692,7 +708,10 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..20]).unwrap();
         let err = read(&p).unwrap_err().to_string();
-        assert!(err.contains("trunc.dat") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("trunc.dat") && err.contains("truncated"),
+            "{err}"
+        );
         std::fs::write(&p, 0i32.to_le_bytes()).unwrap();
         assert!(read(&p).is_err());
         std::fs::write(&p, b"").unwrap();

@@ -1,3 +1,4 @@
-//! Model evaluation: perplexity (KL divergence to come).
+//! Model evaluation: perplexity and KL divergence to a base model.
 
+pub mod kld;
 pub mod perplexity;
