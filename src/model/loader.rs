@@ -1,5 +1,5 @@
 //! GGUF → named, shape-checked weight views. Matrices stay in the memory map (only their
-//! location is recorded); small vectors (norm weights) are converted to f32 once.
+//! location is recorded, until calibration replaces one); small vectors (norm weights) are converted to f32 once.
 
 use super::config::{Arch, Config};
 use super::ModelError;
@@ -7,7 +7,8 @@ use crate::kernels::{self, MatmulError, WeightMatrix};
 use ggml_compat::gguf::{GgufFile, TensorInfo};
 use ggml_compat::{quant, GgmlType};
 
-/// Where a weight matrix lives in the mapped file: `rows` rows of `cols` elements.
+/// Where a weight matrix lives: `rows` rows of `cols` elements, in the mapped file or (after
+/// calibration replaced it, see [`Matrix::replace`]) in memory.
 #[derive(Clone, Debug)]
 pub struct Matrix {
     pub name: String,
@@ -16,21 +17,53 @@ pub struct Matrix {
     pub cols: usize,
     start: usize,
     len: usize,
+    owned: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 impl Matrix {
+    /// The matrix's bytes: its range of `file` (the file it was loaded from), or its replacement.
+    fn bytes<'a>(&'a self, file: &'a GgufFile) -> &'a [u8] {
+        match &self.owned {
+            Some(b) => b,
+            None => &file.bytes()[self.start..self.start + self.len],
+        }
+    }
+
     /// The matrix as a view into `file` (the same file it was loaded from).
     pub fn view<'a>(&'a self, file: &'a GgufFile) -> Result<WeightMatrix<'a>, MatmulError> {
-        let data = &file.bytes()[self.start..self.start + self.len];
-        WeightMatrix::new(&self.name, self.ty, self.rows, self.cols, data)
+        WeightMatrix::new(&self.name, self.ty, self.rows, self.cols, self.bytes(file))
     }
 
     /// Dequantizes row `r` into `out` (`cols` values): ggml's `get_rows`.
     pub fn row_to_f32(&self, file: &GgufFile, r: usize, out: &mut [f32]) {
-        let row_bytes = self.len / self.rows;
-        let start = self.start + r * row_bytes;
-        quant::dequantize(self.ty, &file.bytes()[start..start + row_bytes], out)
+        let bytes = self.bytes(file);
+        let row_bytes = bytes.len() / self.rows;
+        quant::dequantize(self.ty, &bytes[r * row_bytes..][..row_bytes], out)
             .expect("row geometry checked at load");
+    }
+
+    /// All rows as f32 (rows × cols, row-major).
+    pub fn to_f32(&self, file: &GgufFile) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.row_to_f32(file, r, row);
+        }
+        out
+    }
+
+    /// Replaces the weights with `bytes` of type `ty` (same shape), e.g. a calibrated
+    /// quantization, so later forward passes see what the output file will hold.
+    pub fn replace(&mut self, ty: GgmlType, bytes: Vec<u8>) -> Result<(), MatmulError> {
+        WeightMatrix::new(&self.name, ty, self.rows, self.cols, &bytes)?;
+        if kernels::kernels(ty).is_none() {
+            return Err(MatmulError::Unsupported {
+                name: self.name.clone(),
+                ty,
+            });
+        }
+        self.ty = ty;
+        self.owned = Some(std::sync::Arc::new(bytes));
+        Ok(())
     }
 }
 
@@ -108,6 +141,7 @@ impl Loader<'_> {
             cols,
             start,
             len: t.size as usize,
+            owned: None,
         };
         m.view(self.file)
             .map_err(|e| ModelError::Matmul(e.to_string()))?;

@@ -72,12 +72,25 @@ pub struct Model {
     pub pool: ThreadPool,
     /// Activation buffer of the matmuls, reused across calls.
     scratch: std::sync::Mutex<MatmulScratch>,
+    observer: std::sync::Mutex<Option<Observer>>,
 }
+
+/// Called with `(weight tensor name, input rows (n, cols), n)` before each matrix multiply.
+pub type Observer = Box<dyn FnMut(&str, &[f32], usize) + Send>;
 
 /// Per-sequence state: the KV cache and the activation buffers, allocated once and reused.
 pub struct State {
     pub cache: KvCache,
     buf: Buffers,
+    /// Tokens in the batch being evaluated.
+    n: usize,
+}
+
+impl State {
+    /// The residual stream of the current batch, (n, n_embd) rows.
+    pub fn hidden(&self) -> &[f32] {
+        &self.buf.x
+    }
 }
 
 /// Activation buffers for a batch of `n` tokens (shapes in comments).
@@ -111,6 +124,7 @@ impl Model {
             weights,
             pool,
             scratch: Default::default(),
+            observer: Default::default(),
         })
     }
 
@@ -120,6 +134,7 @@ impl Model {
         State {
             cache: KvCache::new(c.n_layer, n_ctx, c.n_embd_k(), c.n_embd_v()),
             buf: Buffers::default(),
+            n: 0,
         }
     }
 
@@ -142,11 +157,27 @@ impl Model {
         wanted: Range<usize>,
         mut on_logits: impl FnMut(usize, &[f32]),
     ) -> Result<(), ModelError> {
-        let c = &self.config;
         let n = tokens.len();
         if n == 0 {
             return Ok(());
         }
+        self.begin(state, tokens)?;
+        for il in 0..self.config.n_layer {
+            self.forward_layer(state, il)?;
+        }
+        state.cache.commit(n);
+        self.logits(
+            &mut state.buf,
+            wanted.start.min(n)..wanted.end.min(n),
+            &mut on_logits,
+        )
+    }
+
+    /// Checks `tokens` and puts their embeddings in `state`'s residual stream: the first step of
+    /// a forward pass, which [`Model::forward_layer`] then advances layer by layer.
+    pub fn begin(&self, state: &mut State, tokens: &[u32]) -> Result<(), ModelError> {
+        let c = &self.config;
+        let n = tokens.len();
         let cache = &state.cache;
         if cache.len() + n > cache.n_ctx() {
             return Err(ModelError::ContextFull {
@@ -163,16 +194,34 @@ impl Model {
         }
         state.buf.resize(c, n);
         self.embed(tokens, &mut state.buf.x);
-        match c.arch {
-            Arch::Llama => llama::layers(self, state, n)?,
-            Arch::Gemma3 => gemma3::layers(self, state, n)?,
+        state.n = n;
+        Ok(())
+    }
+
+    /// Runs layer `il` over the batch in `state` (at the positions after the cached ones; the
+    /// cache only advances when [`Model::forward`] finishes, so calibration can run one layer
+    /// over many chunks with one state).
+    pub fn forward_layer(&self, state: &mut State, il: usize) -> Result<(), ModelError> {
+        let (n, pos0) = (state.n, state.cache.len());
+        match self.config.arch {
+            Arch::Llama => llama::layer(self, il, state, n, pos0),
+            Arch::Gemma3 => gemma3::layer(self, il, state, n, pos0),
         }
-        state.cache.commit(n);
-        self.logits(
-            &mut state.buf,
-            wanted.start.min(n)..wanted.end.min(n),
-            &mut on_logits,
-        )
+    }
+
+    /// Replaces the residual stream of `state` with `x` ((n, n_embd) rows), as if a batch of n
+    /// tokens had just been embedded: layer-by-layer calibration resumes saved hidden states.
+    pub fn set_hidden(&self, state: &mut State, x: &[f32]) {
+        let n = x.len() / self.config.n_embd;
+        state.buf.resize(&self.config, n);
+        state.buf.x.copy_from_slice(&x[..n * self.config.n_embd]);
+        state.n = n;
+    }
+
+    /// Sees the input of every matrix multiply from now on (`None` stops it): calibration
+    /// statistics (importance matrix, Hessians, activation samples).
+    pub fn set_observer(&self, observer: Option<Observer>) {
+        *self.observer.lock().unwrap_or_else(|e| e.into_inner()) = observer;
     }
 
     /// Token embeddings into `x` (n, n_embd), scaled where the architecture says.
@@ -223,6 +272,14 @@ impl Model {
         let w = m
             .view(&self.file)
             .map_err(|e| ModelError::Matmul(e.to_string()))?;
+        if let Some(obs) = self
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            obs(&m.name, x, n);
+        }
         let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         matmul_with(&self.pool, &mut scratch, &w, x, n, out)
             .map_err(|e| ModelError::Matmul(e.to_string()))
