@@ -1,4 +1,5 @@
-//! Model evaluation: perplexity and KL divergence to a base model.
+//! Model evaluation: perplexity, KL divergence to a base model, importance-matrix collection.
 
+pub mod imatrix;
 pub mod kld;
 pub mod perplexity;
