@@ -1,5 +1,7 @@
 //! kiln: GGUF-compatible LLM inference for laptop CPUs.
 
+
+pub mod calib;
 pub mod chat;
 pub mod convert;
 pub mod eval;

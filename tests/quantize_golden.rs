@@ -21,6 +21,7 @@ fn check(ftype: &str, overrides: &[(&str, GgmlType)], entry: &str) {
         allow_requantize: false,
         imatrix: None,
         threads: 2,
+        replacements: Default::default(),
     };
     quantize_file(input, &out, &params, &ProgressBar::hidden())
         .unwrap_or_else(|e| panic!("kiln quantize {ftype}: {e}"));
@@ -81,6 +82,7 @@ fn requantizing_needs_the_flag() {
         allow_requantize: false,
         imatrix: None,
         threads: 2,
+        replacements: Default::default(),
     };
     quantize_file(input, &q, &params, &ProgressBar::hidden()).unwrap();
     params.ftype = Ftype::Q4_0;
@@ -171,6 +173,7 @@ fn imatrix_weights_reach_the_quantizer() {
         allow_requantize: false,
         imatrix: Some((im, "test.imatrix.gguf".into())),
         threads: 2,
+        replacements: Default::default(),
     };
     quantize_file(f16_file(), &out, &params, &ProgressBar::hidden()).unwrap();
 

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::convert::hf_to_gguf::{convert_dir, ConvertParams};
+use kiln::calib::run::Method;
+use kiln::convert::quantize::QuantizeParams;
 use kiln::convert::recipe::Ftype;
+
+use super::quantize::{quantize_calibrated, CalibArgs};
 
 /// Arguments of `kiln convert`.
 #[derive(clap::Args, Debug)]
@@ -23,6 +27,8 @@ pub struct ConvertArgs {
     /// Worker threads (default: available cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub calib: CalibArgs,
 }
 
 /// A progress bar over bytes with the current tensor as message (hidden when stderr is not a
@@ -49,6 +55,9 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if args.calib.method()? != Method::Rtn {
+        return convert_calibrated(&args, outtype, threads);
+    }
     let bar = byte_bar();
     let summary = convert_dir(
         &args.dir,
@@ -64,6 +73,50 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         summary.n_tensors,
         summary.bytes_out as f64 / (1024.0 * 1024.0),
         outtype.name()
+    );
+    Ok(())
+}
+
+/// Calibrated conversion: the folder to a temporary F16 file beside the output, then
+/// `kiln quantize --method …` of it; the temporary file is removed whatever happens.
+fn convert_calibrated(args: &ConvertArgs, outtype: Ftype, threads: usize) -> Result<()> {
+    let f16 = Ftype::from_name("f16").expect("f16 is a file type");
+    let mut tmp = args.output.clone().into_os_string();
+    tmp.push(".f16.tmp");
+    let tmp = PathBuf::from(tmp);
+    let bar = byte_bar();
+    let result = convert_dir(
+        &args.dir,
+        &tmp,
+        &ConvertParams {
+            outtype: f16,
+            threads,
+        },
+        &bar,
+    )
+    .with_context(|| format!("converting {}", args.dir.display()))
+    .and_then(|_| {
+        bar.finish_and_clear();
+        let params = QuantizeParams {
+            ftype: outtype,
+            overrides: Vec::new(),
+            pure: false,
+            allow_requantize: false,
+            imatrix: None,
+            threads,
+            replacements: Default::default(),
+        };
+        quantize_calibrated(&tmp, &args.output, params, &args.calib)
+    });
+    let _ = std::fs::remove_file(&tmp);
+    let summary = result?;
+    eprintln!(
+        "{}: {} tensors, {:.2} MiB ({}, {})",
+        args.output.display(),
+        summary.tensors.len(),
+        summary.bytes_out as f64 / (1024.0 * 1024.0),
+        outtype.name(),
+        args.calib.method
     );
     Ok(())
 }

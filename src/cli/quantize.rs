@@ -1,12 +1,16 @@
 //! `kiln quantize IN.gguf OUT.gguf TYPE [--imatrix FILE] [--tensor-type PATTERN=TYPE]… [--pure]
-//! [--allow-requantize] [-t N]`: llama-quantize's recipe, byte for byte.
+//! [--allow-requantize] [-t N] [--method rtn|imatrix|gptq|awq|awq+gptq -f CALIB.txt]`:
+//! llama-quantize's recipe, byte for byte, optionally calibrated (`kiln::calib`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use ggml_compat::gguf::GgufFile;
 use ggml_compat::GgmlType;
-use kiln::convert::imatrix;
-use kiln::convert::quantize::{quantize_file, QuantizeParams};
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln::calib::run::{self, CalibOptions, Method};
+use kiln::convert::imatrix::{self, Imatrix};
+use kiln::convert::quantize::{plan_tensors, quantize_file, QuantizeParams, QuantizeSummary};
 use kiln::convert::recipe::Ftype;
 
 /// Arguments of `kiln quantize`.
@@ -35,6 +39,111 @@ pub struct QuantizeArgs {
     /// Worker threads (default: available cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+}
+
+/// How weights are fitted: the flags shared by `kiln quantize` and `kiln convert`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CalibArgs {
+    /// rtn (ggml's plain quantization), imatrix (importance-weighted, collected from -f),
+    /// gptq, awq, awq+gptq (calibrated layer by layer on -f).
+    #[arg(long, default_value = "rtn")]
+    pub method: String,
+    /// Calibration text (e.g. wikitext-2-valid.txt; never the evaluation text).
+    #[arg(short = 'f', long = "calib-file", value_name = "CALIB.txt")]
+    pub calib_file: Option<PathBuf>,
+    /// Calibration chunks of -c tokens.
+    #[arg(long, default_value_t = 32)]
+    pub chunks: usize,
+    /// Tokens per calibration chunk.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub ctx: usize,
+    /// Print what calibration did per layer (AWQ α and losses, GPTQ damping).
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+impl CalibArgs {
+    /// The method, checked against the other flags.
+    pub fn method(&self) -> Result<Method> {
+        let m = Method::from_name(&self.method).ok_or_else(|| {
+            anyhow!(
+                "unknown --method '{}'; one of: {}",
+                self.method,
+                Method::NAMES
+            )
+        })?;
+        if m != Method::Rtn && self.calib_file.is_none() {
+            bail!("--method {} needs calibration text: -f CALIB.txt", self.method);
+        }
+        if self.ctx < 2 || self.chunks == 0 {
+            bail!("calibration needs -c of at least 2 tokens and at least one chunk");
+        }
+        Ok(m)
+    }
+}
+
+/// Quantizes `input` to `output` with `params`, calibrating first when `calib` asks for it.
+pub fn quantize_calibrated(
+    input: &Path,
+    output: &Path,
+    mut params: QuantizeParams,
+    calib: &CalibArgs,
+) -> Result<QuantizeSummary> {
+    let method = calib.method()?;
+    if method != Method::Rtn {
+        if params.imatrix.is_some() {
+            bail!("--imatrix and --method {} exclude each other: calibration collects its own", calib.method);
+        }
+        let text_path = calib.calib_file.as_deref().expect("checked by method()");
+        let text = std::fs::read_to_string(text_path)
+            .with_context(|| format!("cannot read calibration text {}", text_path.display()))?;
+        let name = text_path.display().to_string();
+        // plan with an (empty) importance matrix: the recipe's choices depend on having one
+        params.imatrix = Some((Imatrix::default(), name.clone()));
+        let file = GgufFile::open(input)?;
+        let (plans, _, _) = plan_tensors(&file, &params)?;
+        drop(file);
+        let opts = CalibOptions {
+            method,
+            n_ctx: calib.ctx,
+            chunks: calib.chunks,
+            threads: params.threads,
+            awq_samples: 1024,
+        };
+        let (mut model, chunks) = run::load(input, &text, &name, &opts)?;
+        eprintln!(
+            "calibrating ({}) on {} chunks of {} tokens from {name}",
+            calib.method,
+            chunks.len(),
+            calib.ctx
+        );
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let mut cal = run::calibrate(&mut model, &chunks, &plans, &opts, &bar)?;
+        bar.finish_and_clear();
+        if calib.verbose {
+            cal.log.iter().for_each(|line| eprintln!("{line}"));
+        }
+        eprintln!(
+            "calibrated in {:.1} s ({} tokens per pass), peak memory {:.0} MiB",
+            cal.seconds,
+            cal.tokens,
+            run::peak_rss().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+        );
+        cal.imatrix.datasets = vec![name.clone()];
+        params.replacements = std::mem::take(&mut cal.replacements);
+        params.imatrix = Some((cal.imatrix, name));
+    }
+    let bar = super::convert::byte_bar();
+    let summary = quantize_file(input, output, &params, &bar)
+        .with_context(|| format!("quantizing {}", input.display()))?;
+    bar.finish_and_clear();
+    Ok(summary)
 }
 
 /// Parse `PATTERN=TYPE` like llama-quantize's `parse_tensor_type`.
@@ -81,11 +190,9 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         allow_requantize: args.allow_requantize,
         imatrix,
         threads,
+        replacements: Default::default(),
     };
-    let bar = super::convert::byte_bar();
-    let summary = quantize_file(&args.input, &args.output, &params, &bar)
-        .with_context(|| format!("quantizing {}", args.input.display()))?;
-    bar.finish_and_clear();
+    let summary = quantize_calibrated(&args.input, &args.output, params, &args.calib)?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     eprintln!(
         "{}: {} tensors, {:.2} MiB -> {:.2} MiB ({}){}",

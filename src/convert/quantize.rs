@@ -3,6 +3,7 @@
 //! tensors in llama.cpp's loader order, each converted to the type the recipe picks, one tensor
 //! in memory at a time, rows spread over threads, into a temporary file renamed at the end.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ggml_compat::gguf::{GgufError, GgufFile, GgufWriter, TensorInfoOut, Value};
@@ -50,6 +51,8 @@ pub enum QuantizeError {
         got: usize,
         want: usize,
     },
+    #[error("tensor '{tensor}': {why}")]
+    Replacement { tensor: String, why: String },
     #[error("tensor type override '{0}': {1}")]
     BadPattern(String, String),
 }
@@ -67,6 +70,17 @@ pub struct QuantizeParams {
     pub imatrix: Option<(Imatrix, String)>,
     /// Worker threads (at least 1).
     pub threads: usize,
+    /// Tensors decided by calibration (`kiln::calib`), used instead of the input's data.
+    pub replacements: HashMap<String, Replacement>,
+}
+
+/// A tensor's content decided before writing (by calibration).
+#[derive(Clone, Debug)]
+pub enum Replacement {
+    /// New values (e.g. AWQ-scaled weights or norms), quantized to the planned type as usual.
+    Values(Vec<f32>),
+    /// Final bytes of the planned type (e.g. GPTQ's), written as they are.
+    Quantized { ty: GgmlType, bytes: Vec<u8> },
 }
 
 /// One tensor of the output, as decided.
@@ -194,17 +208,14 @@ fn truncate(s: &str, n: usize) -> String {
     s[..end].to_string()
 }
 
-/// Quantize `input` to `output` like `llama-quantize input output TYPE`. The output appears
-/// only when complete; on error no file named `output` is left.
-pub fn quantize_file(
-    input: &Path,
-    output: &Path,
+/// The output tensors in write order, each with the type the recipe gives it, plus the input
+/// index of each and the number of fallbacks (`llama_model_quantize_impl`'s first loop).
+pub fn plan_tensors(
+    file: &GgufFile,
     params: &QuantizeParams,
-    progress: &ProgressBar,
-) -> Result<QuantizeSummary, QuantizeError> {
-    let file = GgufFile::open(input)?;
+) -> Result<(Vec<TensorPlan>, Vec<usize>, usize), QuantizeError> {
     let path = file.path().to_path_buf();
-    let facts = model_facts(&file)?;
+    let facts = model_facts(file)?;
 
     let mut order: Vec<usize> = (0..file.tensors().len()).collect();
     order.sort_by(|&a, &b| weight_order(&file.tensors()[a].name, &file.tensors()[b].name));
@@ -242,6 +253,20 @@ pub fn quantize_file(
         });
     }
 
+    Ok((plans, order, recipe.n_fallback))
+}
+
+/// Quantize `input` to `output` like `llama-quantize input output TYPE`. The output appears
+/// only when complete; on error no file named `output` is left.
+pub fn quantize_file(
+    input: &Path,
+    output: &Path,
+    params: &QuantizeParams,
+    progress: &ProgressBar,
+) -> Result<QuantizeSummary, QuantizeError> {
+    let file = GgufFile::open(input)?;
+    let path = file.path().to_path_buf();
+    let (plans, order, n_fallback) = plan_tensors(&file, params)?;
     // Metadata: everything of the input, then quantization version and file type re-added
     // at the end (gguf_set_val_* removes an existing key first), split keys dropped.
     let mut metadata: Vec<(String, Value)> = file
@@ -304,7 +329,17 @@ pub fn quantize_file(
         progress.set_message(format!("{} → {}", plan.name, plan.to));
         let data = file.tensor_data(t);
         bytes_in += data.len() as u64;
-        if plan.to == t.ty {
+        let replaced = params.replacements.get(&plan.name);
+        if let Some(Replacement::Quantized { ty, bytes }) = replaced {
+            if *ty != plan.to {
+                return Err(QuantizeError::Replacement {
+                    tensor: plan.name.clone(),
+                    why: format!("calibrated as {ty}, the recipe says {}", plan.to),
+                });
+            }
+            writer.write_tensor_data(&plan.name, bytes)?;
+            bytes_out += bytes.len() as u64;
+        } else if plan.to == t.ty && replaced.is_none() {
             writer.write_tensor_data(&plan.name, data)?;
             bytes_out += data.len() as u64;
         } else {
@@ -314,8 +349,19 @@ pub fn quantize_file(
                 source,
             };
             let n = t.n_elements() as usize;
-            f32_buf.resize(n, 0.0);
-            quant::dequantize(t.ty, data, &mut f32_buf).map_err(qerr)?;
+            match replaced {
+                Some(Replacement::Values(v)) if v.len() == n => f32_buf.clone_from(v),
+                Some(Replacement::Values(v)) => {
+                    return Err(QuantizeError::Replacement {
+                        tensor: plan.name.clone(),
+                        why: format!("{} calibrated values for {n} elements", v.len()),
+                    })
+                }
+                _ => {
+                    f32_buf.resize(n, 0.0);
+                    quant::dequantize(t.ty, data, &mut f32_buf).map_err(qerr)?;
+                }
+            }
             let ncols = t.dims.first().copied().unwrap_or(1) as usize;
             let rows_per_expert = t.dims.get(1).copied().unwrap_or(1) as usize;
             let n_expert = t.dims.get(2).copied().unwrap_or(1) as usize;
@@ -350,6 +396,6 @@ pub fn quantize_file(
         tensors: plans,
         bytes_in,
         bytes_out,
-        n_fallback: recipe.n_fallback,
+        n_fallback,
     })
 }
