@@ -1,6 +1,5 @@
 //! kiln: GGUF-compatible LLM inference for laptop CPUs.
 
-
 pub mod calib;
 pub mod chat;
 pub mod convert;

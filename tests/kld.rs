@@ -138,8 +138,8 @@ fn truncated_and_foreign_base_files_are_clear_errors() {
 
 /// llama-perplexity (0c1e570, `-fa off -t 2`), `-c 128 --chunks 2` on wikitext-2-test: base
 /// SmolLM2 Q4_1, tested the Q4_0 `llama-quantize --allow-requantize` makes from it (kiln's
-/// quantizer writes the same bytes). Numbers within 1e-3 (percent values within 1e-3 %-points
-/// × 100): the models' logits are not bit-identical to llama.cpp's.
+/// quantizer writes the same bytes). PPLs within 0.1%, KLD and Δp within 1e-3: the models'
+/// logits are not bit-identical to llama.cpp's.
 #[test]
 fn matches_llama_perplexity_kl_divergence() {
     let golden: serde_json::Value = serde_json::from_slice(
@@ -173,16 +173,19 @@ fn matches_llama_perplexity_kl_divergence() {
     eprintln!("{}", serde_json::to_string_pretty(&got).unwrap());
     let want = &golden["llama_perplexity"];
     let mut bad = Vec::new();
-    for (key, tol) in [
-        ("ppl", 0.02),
-        ("ppl_base", 0.02),
-        ("kld", 1e-3),
-        ("kld_median", 1e-3),
-        ("p_diff", 1e-3),
-        ("rms_p_diff", 1e-3),
-        ("same_top", 1e-3 + 1.0 / r.count as f64),
+    // PPLs relative, the rest absolute; top-1 agreement may differ by one token
+    let one_token = 1.0 / r.count as f64;
+    for (key, rel, abs) in [
+        ("ppl", 1e-3, 0.0),
+        ("ppl_base", 1e-3, 0.0),
+        ("kld", 0.0, 1e-3),
+        ("kld_median", 0.0, 1e-3),
+        ("p_diff", 0.0, 1e-3),
+        ("rms_p_diff", 0.0, 1e-3),
+        ("same_top", 0.0, 1e-3 + one_token),
     ] {
         let (g, w) = (got[key].as_f64().unwrap(), want[key].as_f64().unwrap());
+        let tol = abs + rel * w.abs();
         if (g - w).abs() > tol {
             bad.push(format!("{key}: kiln {g} llama {w} (tolerance {tol})"));
         }

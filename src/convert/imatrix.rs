@@ -332,6 +332,12 @@ pub fn load(path: &Path) -> Result<Imatrix, ImatrixError> {
     })
 }
 
+/// The dimensions gguf writes for a tensor: `ggml_n_dims` drops trailing 1s (keeping one).
+fn n_dims(ne: &[u64]) -> Vec<u64> {
+    let n = ne.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1);
+    ne[..n].to_vec()
+}
+
 /// llama-imatrix's `IMatrixCollector`: raw sums of squared activations and row counts per
 /// weight, merged from earlier files, saved as GGUF or legacy `.dat`.
 #[derive(Clone, Debug, Default)]
@@ -478,7 +484,8 @@ impl Collector {
 
     /// Write the GGUF format (`save_imatrix`): keys `general.type`, `imatrix.datasets` (merged
     /// files' datasets, then `prompt_file`), `imatrix.chunk_count`, `imatrix.chunk_size`; per
-    /// weight in name order `NAME.in_sum2` `[cols, n_mat]` and `NAME.counts` `[1, n_mat]`, F32.
+    /// weight in name order `NAME.in_sum2` `[cols, n_mat]` and `NAME.counts` `[1, n_mat]`, F32
+    /// (trailing 1-dimensions dropped, as gguf writes them).
     pub fn write_gguf(&self, path: &Path, prompt_file: Option<&str>) -> Result<(), ImatrixError> {
         let mut datasets: Vec<Value> = self.datasets.iter().cloned().map(Value::String).collect();
         if let Some(p) = prompt_file.filter(|p| !p.is_empty()) {
@@ -513,12 +520,12 @@ impl Collector {
             infos.push(TensorInfoOut {
                 name: format!("{name}.in_sum2"),
                 ty: GgmlType::F32,
-                dims: vec![e.sums.len() as u64 / n_mat, n_mat],
+                dims: n_dims(&[e.sums.len() as u64 / n_mat, n_mat]),
             });
             infos.push(TensorInfoOut {
                 name: format!("{name}.counts"),
                 ty: GgmlType::F32,
-                dims: vec![1, n_mat],
+                dims: n_dims(&[1, n_mat]),
             });
         }
         let mut w = GgufWriter::create(path, 3, 32, &metadata, &infos)?;
@@ -635,9 +642,11 @@ mod tests {
             Some("imatrix")
         );
         let t = g.tensor("blk.0.attn_q.weight.counts").unwrap();
-        assert_eq!(t.dims, vec![1, 1]);
+        // ggml_n_dims: `[1, 1]` and `[3, 1]` are written with one dimension
+        assert_eq!(t.dims, vec![1]);
         let t = g.tensor("blk.0.attn_q.weight.in_sum2").unwrap();
-        assert_eq!(t.dims, vec![3, 1]);
+        assert_eq!(t.dims, vec![3]);
+        assert_eq!(n_dims(&[1, 4]), vec![1, 4]);
         // the quantizer's weights are the means
         let im = load(&p).unwrap();
         let e = &c.stats["blk.0.attn_q.weight"];
