@@ -55,7 +55,8 @@ fn own_base_gives_zero_kld_and_the_file_and_on_the_fly_paths_agree() {
     // writing the base is an ordinary perplexity run
     let plain = perplexity(&model, &toks, N_CTX, Some(CHUNKS), bos, |_, _| {}).unwrap();
     assert_eq!(ppl.count, plain.count);
-    assert!((ppl.ppl() - plain.ppl()).abs() < 1e-9 * plain.ppl());
+    // (the base writer's NLL is llama's f32 expression, the plain one f64)
+    assert!((ppl.ppl() - plain.ppl()).abs() < 1e-6 * plain.ppl());
 
     // header and size
     let n_vocab = model.config.n_vocab;
@@ -90,7 +91,9 @@ fn own_base_gives_zero_kld_and_the_file_and_on_the_fly_paths_agree() {
             .unwrap()
             .report()
     };
-    assert_eq!(from_file, on_the_fly);
+    // (compared as JSON: error terms can be NaN, sqrt of a rounding-negative variance, as in
+    // llama-perplexity)
+    assert_eq!(from_file.to_json(), on_the_fly.to_json());
 }
 
 #[test]
@@ -137,9 +140,11 @@ fn truncated_and_foreign_base_files_are_clear_errors() {
 }
 
 /// llama-perplexity (0c1e570, `-fa off -t 2`), `-c 128 --chunks 2` on wikitext-2-test: base
-/// SmolLM2 Q4_1, tested the Q4_0 `llama-quantize --allow-requantize` makes from it (kiln's
-/// quantizer writes the same bytes). PPLs within 0.1%, KLD and Δp within 1e-3: the models'
-/// logits are not bit-identical to llama.cpp's.
+/// SmolLM2 Q4_1, tested the Q8_0 `llama-quantize --allow-requantize` makes from it (kiln's
+/// quantizer writes the same bytes). Every number llama-perplexity prints, within
+/// 1e-3 × max(1, |value|); top-1 agreement may differ by one token (126 scored), as the logits
+/// are not bit-identical to llama.cpp's. (Measured 2026-11-27: kiln's printout is identical
+/// to llama-perplexity's, digit for digit.)
 #[test]
 fn matches_llama_perplexity_kl_divergence() {
     let golden: serde_json::Value = serde_json::from_slice(
@@ -147,18 +152,19 @@ fn matches_llama_perplexity_kl_divergence() {
             .unwrap(),
     )
     .unwrap();
-    let q40 = work_dir().join("q4_0-from-q4_1.gguf");
+    let q80 = work_dir().join("q8_0-from-q4_1.gguf");
     let params = QuantizeParams {
-        ftype: Ftype::from_name("Q4_0").unwrap(),
+        ftype: Ftype::from_name("Q8_0").unwrap(),
         overrides: Vec::new(),
         pure: false,
         allow_requantize: true,
         imatrix: None,
+        replacements: Default::default(),
         threads: 2,
     };
-    quantize_file(&q4_1(), &q40, &params, &indicatif::ProgressBar::hidden()).unwrap();
+    quantize_file(&q4_1(), &q80, &params, &indicatif::ProgressBar::hidden()).unwrap();
     let (base_model, tok) = load(&q4_1());
-    let (model, _) = load(&q40);
+    let (model, _) = load(&q80);
     let (toks, bos) = tokens(&tok);
     let n_ctx = golden["n_ctx"].as_u64().unwrap() as usize;
     let chunks = golden["chunks"].as_u64().unwrap() as usize;
@@ -170,26 +176,39 @@ fn matches_llama_perplexity_kl_divergence() {
         .unwrap()
         .report();
     let got = r.to_json();
-    eprintln!("{}", serde_json::to_string_pretty(&got).unwrap());
     let want = &golden["llama_perplexity"];
-    let mut bad = Vec::new();
-    // PPLs relative, the rest absolute; top-1 agreement may differ by one token
+    assert_eq!(r.count, want["count"].as_u64().unwrap() as usize);
     let one_token = 1.0 / r.count as f64;
-    for (key, rel, abs) in [
-        ("ppl", 1e-3, 0.0),
-        ("ppl_base", 1e-3, 0.0),
-        ("kld", 0.0, 1e-3),
-        ("kld_median", 0.0, 1e-3),
-        ("p_diff", 0.0, 1e-3),
-        ("rms_p_diff", 0.0, 1e-3),
-        ("same_top", 0.0, 1e-3 + one_token),
-    ] {
-        let (g, w) = (got[key].as_f64().unwrap(), want[key].as_f64().unwrap());
-        let tol = abs + rel * w.abs();
+    let mut bad = Vec::new();
+    let mut check = |key: String, g: f64, w: f64| {
+        let tol = 1e-3 * w.abs().max(1.0)
+            + if key.starts_with("same_top") {
+                one_token
+            } else {
+                0.0
+            };
         if (g - w).abs() > tol {
             bad.push(format!("{key}: kiln {g} llama {w} (tolerance {tol})"));
         }
+    };
+    let want_map = want.as_object().unwrap();
+    assert!(want_map.len() >= 25, "golden has every printed number");
+    for (key, w) in want_map {
+        match w {
+            serde_json::Value::Object(pcts) => {
+                for (p, w) in pcts {
+                    let g = got[key][p]
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("{key}[{p}] missing"));
+                    check(format!("{key}[{p}]"), g, w.as_f64().unwrap());
+                }
+            }
+            _ if key == "count" => {}
+            _ => {
+                let g = got[key].as_f64().unwrap_or_else(|| panic!("{key} missing"));
+                check(key.clone(), g, w.as_f64().unwrap());
+            }
+        }
     }
-    assert_eq!(r.count, want["count"].as_u64().unwrap() as usize);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
