@@ -4,7 +4,7 @@
 //!
 //! Timings (release): `cargo test --release --test calib_gptq timing -- --ignored --nocapture`.
 
-use kiln::calib::gptq::{self, GptqError, GptqOptions};
+use kiln::calib::gptq::{self, GptqError, GptqOptions, Prepared};
 use kiln::calib::hessian::Hessian;
 use kiln::ggml_compat::quant;
 use kiln::ggml_compat::GgmlType;
@@ -37,13 +37,15 @@ impl Rng {
     }
 }
 
-/// `k × n` activations `X = Z·A`: `Z` normal with decaying component scales, `A` a random
-/// mixing, then a few outlier channels scaled ×20 and channel scales spread over 10×.
+/// `k × n` activations `X = Z·A + E`: `Z` (`k × n/4`) normal with decaying component scales,
+/// `A` a random mixing to `n` channels, `E` small independent noise, then channel scales
+/// spread over 10× with every 97th channel an outlier (×20).
 fn activations(rng: &mut Rng, k: usize, n: usize) -> Vec<f32> {
-    let a: Vec<f32> = (0..n * n)
-        .map(|_| rng.normal() / (n as f32).sqrt())
+    let m = (n / 4).max(1);
+    let a: Vec<f32> = (0..m * n)
+        .map(|_| rng.normal() / (m as f32).sqrt())
         .collect();
-    let scales: Vec<f32> = (0..n).map(|m| (-(m as f32) / 48.0).exp() + 0.05).collect();
+    let scales: Vec<f32> = (0..m).map(|c| (-(c as f32) / 24.0).exp() + 0.05).collect();
     let chan: Vec<f32> = (0..n)
         .map(|c| {
             let s = 0.3 + 3.0 * rng.uniform() as f32;
@@ -55,18 +57,18 @@ fn activations(rng: &mut Rng, k: usize, n: usize) -> Vec<f32> {
         })
         .collect();
     let mut x = vec![0f32; k * n];
-    let mut z = vec![0f32; n];
+    let mut z = vec![0f32; m];
     for row in x.chunks_exact_mut(n) {
-        for (m, zm) in z.iter_mut().enumerate() {
-            *zm = rng.normal() * scales[m];
+        for (c, zc) in z.iter_mut().enumerate() {
+            *zc = rng.normal() * scales[c];
         }
-        for (m, &zm) in z.iter().enumerate() {
-            for (xc, &am) in row.iter_mut().zip(&a[m * n..(m + 1) * n]) {
-                *xc += zm * am;
+        for (c, &zc) in z.iter().enumerate() {
+            for (xc, &ac) in row.iter_mut().zip(&a[c * n..(c + 1) * n]) {
+                *xc += zc * ac;
             }
         }
         for (xc, &s) in row.iter_mut().zip(&chan) {
-            *xc *= s;
+            *xc = (*xc + 0.2 * rng.normal()) * s;
         }
     }
     x
@@ -100,14 +102,13 @@ fn dequant(bytes: &[u8], rows: usize, cols: usize, ty: GgmlType) -> Vec<f32> {
     out
 }
 
-/// Minimum improvement of GPTQ over the better of RTN and imatrix-RTN, per type: the output
-/// error must be at most this fraction of it. Measured ratios (see the test output) are well
-/// below; the bounds leave room for other seeds, not for a broken sweep (which lands near 1).
+/// Largest allowed `gptq / min(rtn, imatrix)` output-error ratio per type. Measured with this
+/// data (seed 7, 16×512, 1024 samples): 0.30–0.41 for the 4- to 8-bit and K types, 0.43 for
+/// TQ1_0/TQ2_0, 0.55 for Q1_0. A sweep without working error feedback lands near 1.
 fn bound(ty: GgmlType) -> f64 {
-    use GgmlType::*;
     match ty {
-        Q8_0 | Q6_K | Q5_K | Q5_0 | Q5_1 => 0.85,
-        _ => 0.8,
+        GgmlType::Q1_0 => 0.7,
+        _ => 0.55,
     }
 }
 
@@ -123,11 +124,13 @@ fn gptq_beats_rtn_and_imatrix_on_correlated_activations() {
         .iter()
         .map(|&d| (d / h.rows as f64) as f32)
         .collect();
+    let opts = GptqOptions::default();
+    let prepared = Prepared::new(&h, &opts).unwrap();
     let mut failures = Vec::new();
     for ty in TYPES {
         let e_rtn = gptq::output_error(&w, &rtn(&w, cols, ty, None), cols, &h);
         let e_imx = gptq::output_error(&w, &rtn(&w, cols, ty, Some(&imatrix)), cols, &h);
-        let res = gptq::quantize(&w, rows, cols, &h, ty, &GptqOptions::default()).unwrap();
+        let res = gptq::quantize_prepared(&w, rows, cols, &prepared, ty, &opts).unwrap();
         assert_eq!(
             res.bytes.len(),
             rows * cols / ty.block_size() * ty.type_size()
@@ -157,8 +160,10 @@ fn bytes_dequantize_to_finite_values_near_weights() {
     let x = activations(&mut rng, 2 * cols, cols);
     let h = hessian_of(&x, cols);
     let w = weights(&mut rng, rows, cols);
+    let prepared = Prepared::new(&h, &GptqOptions::default()).unwrap();
     for ty in TYPES {
-        let res = gptq::quantize(&w, rows, cols, &h, ty, &GptqOptions::default()).unwrap();
+        let res = gptq::quantize_prepared(&w, rows, cols, &prepared, ty, &GptqOptions::default())
+            .unwrap();
         let back = dequant(&res.bytes, rows, cols, ty);
         assert!(back.iter().all(|v| v.is_finite()), "{}", ty.name());
         // Same bytes whatever the thread count and lazy width (rows are independent, and the
@@ -168,7 +173,7 @@ fn bytes_dequantize_to_finite_values_near_weights() {
             threads: 1,
             ..GptqOptions::default()
         };
-        let res1 = gptq::quantize(&w, rows, cols, &h, ty, &one).unwrap();
+        let res1 = gptq::quantize_prepared(&w, rows, cols, &prepared, ty, &one).unwrap();
         assert_eq!(
             res.bytes,
             res1.bytes,
@@ -331,21 +336,76 @@ fn timing() {
         let x2 = activations(&mut rng, 2 * n, n);
         let mut h2 = h.clone();
         h2.add(&x2);
+        let t = Instant::now();
+        let p = Prepared::new(&h2, &GptqOptions::default()).unwrap();
+        println!(
+            "Prepared::new (damped inverse factor) n = {n}: {:.3} s",
+            t.elapsed().as_secs_f64()
+        );
         for rows in [576, 1536] {
             if n == 1536 && rows == 1536 {
                 continue;
             }
             let w = weights(&mut rng, rows, n);
-            for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+            // 576 is not a whole number of 256-element super-blocks (llama.cpp falls back to a
+            // 32-block type for such tensors), so K-quants only where the columns allow.
+            let types = [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K];
+            for ty in types.into_iter().filter(|t| n % t.block_size() == 0) {
                 let t = Instant::now();
                 let res = gptq::quantize(&w, rows, n, &h2, ty, &GptqOptions::default()).unwrap();
+                let total = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                gptq::quantize_prepared(&w, rows, n, &p, ty, &GptqOptions::default()).unwrap();
                 println!(
-                    "GPTQ {rows}×{n} {}: {:.3} s (damp {})",
+                    "GPTQ {rows}×{n} {}: {total:.3} s, of which the sweep {:.3} s (damp {})",
                     ty.name(),
                     t.elapsed().as_secs_f64(),
                     res.damp_used
                 );
             }
+        }
+    }
+}
+
+/// The first block of each row is fitted before any error reaches it, so its parameters must
+/// be exactly those of ggml's imatrix-weighted quantizer on the original weights (with
+/// `diag(H) / rows` as the imatrix): the scale/min bytes of that block equal ggml's.
+#[test]
+fn first_block_parameters_are_ggmls_imatrix_fit() {
+    let (rows, cols) = (6, 256);
+    let mut rng = Rng(21);
+    let x = activations(&mut rng, 2 * cols, cols);
+    let h = hessian_of(&x, cols);
+    let w = weights(&mut rng, rows, cols);
+    let imatrix: Vec<f32> = h
+        .diag()
+        .iter()
+        .map(|&d| (d / h.rows as f64) as f32)
+        .collect();
+    // (type, bytes of the block's parameters per ggml-common.h)
+    let params: [(GgmlType, std::ops::Range<usize>); 6] = [
+        (GgmlType::Q4_0, 0..2),
+        (GgmlType::Q4_1, 0..4),
+        (GgmlType::IQ4_NL, 0..2),
+        (GgmlType::Q3_K, 96..110),
+        (GgmlType::Q4_K, 0..16),
+        (GgmlType::Q6_K, 192..210),
+    ];
+    for (ty, range) in params {
+        let bs = ty.block_size();
+        let res = gptq::quantize(&w, rows, cols, &h, ty, &GptqOptions::default()).unwrap();
+        let row_bytes = cols / bs * ty.type_size();
+        let mut ggml = vec![0u8; ty.type_size()];
+        for r in 0..rows {
+            let src = &w[r * cols..r * cols + bs];
+            quant::quantize_row(ty, src, &mut ggml, Some(&imatrix[..bs])).unwrap();
+            let ours = &res.bytes[r * row_bytes..r * row_bytes + ty.type_size()];
+            assert_eq!(
+                ours[range.clone()],
+                ggml[range.clone()],
+                "{} row {r} bytes {range:?}",
+                ty.name()
+            );
         }
     }
 }

@@ -17,7 +17,9 @@
 use ggml_compat::quant::{self, QuantError};
 use ggml_compat::types::GgmlType;
 
-use super::gemm::{gemm, Mat};
+mod loss;
+
+use loss::{block_errors, block_grams, par_rows, LossEval};
 
 /// One linear layer fed by the group's input: `w` is `(rows, cols)` row-major f32; `ty` is the
 /// type it will be stored in (the recipe's choice per tensor).
@@ -54,6 +56,8 @@ pub struct AwqOptions {
     /// Hand the quantizer the importance matrix `mean x²` of the (scaled) samples, for types whose
     /// ggml quantizer takes one. Set it as the final quantization will be run.
     pub use_imatrix: bool,
+    /// Worker threads (rows are split between them; results do not depend on it). 0 = all cores.
+    pub threads: usize,
 }
 
 impl Default for AwqOptions {
@@ -65,6 +69,7 @@ impl Default for AwqOptions {
             clip_grid: 20,
             clip_max_shrink: 0.5,
             use_imatrix: true,
+            threads: 0,
         }
     }
 }
@@ -116,6 +121,8 @@ pub enum AwqError {
     },
     #[error("AWQ: tie has {got} class ids, the input has {cols} channels")]
     Tie { got: usize, cols: usize },
+    #[error("AWQ: {got} scales for {cols} input channels")]
+    ScalesLen { got: usize, cols: usize },
     #[error("AWQ: no targets to search scales for")]
     NoTargets,
     #[error("AWQ: bad option: {0}")]
@@ -182,19 +189,22 @@ pub fn search_scales(
 
     let mut best: Option<(f64, f32, Vec<f32>)> = None;
     let mut loss_rtn = f64::NAN;
-    let mut work = Work::default();
+    let threads = threads(opts);
     for i in 0..opts.grid {
         let alpha = i as f32 / opts.grid as f32;
         let s = scales_for(&x_mean, alpha);
         let mut loss = 0f64;
         for t in targets {
-            loss += scaled_loss(&eval, t, &s, &x_sq, opts.use_imatrix, &mut work)?;
+            loss += scaled_loss(&eval, t, &s, &x_sq, opts.use_imatrix, threads)?;
         }
         if i == 0 {
             loss_rtn = loss;
         }
         // A quantizer that produced NaN/inf is never better: such a candidate is skipped.
-        let better = loss.is_finite() && best.as_ref().is_none_or(|(b, _, _)| loss < *b);
+        let better = loss.is_finite()
+            && best
+                .as_ref()
+                .is_none_or(|(b, _, _)| !b.is_finite() || loss < *b);
         if better || best.is_none() {
             best = Some((loss, alpha, s));
         }
@@ -220,15 +230,15 @@ pub fn output_loss(
 ) -> Result<f64, AwqError> {
     check_samples(x, cols)?;
     if s.len() != cols {
-        return Err(AwqError::Tie { got: s.len(), cols });
+        return Err(AwqError::ScalesLen { got: s.len(), cols });
     }
     let eval = LossEval::new(x, cols);
     let x_sq = mean_sq(x, cols);
-    let mut work = Work::default();
+    let threads = threads(&AwqOptions::default());
     let mut loss = 0f64;
     for t in targets {
         check_target(t.name, t.w.len(), t.rows, cols, t.ty)?;
-        loss += scaled_loss(&eval, t, s, &x_sq, use_imatrix, &mut work)?;
+        loss += scaled_loss(&eval, t, s, &x_sq, use_imatrix, threads)?;
     }
     Ok(loss)
 }
@@ -238,7 +248,9 @@ pub fn output_loss(
 /// `ratio · max|w|` for ratios `1, 1 - 1/clip_grid, …` down to `1 - clip_max_shrink`, and the
 /// ratio with the smallest error of that block's share of the output is kept. A row whose
 /// whole-row output error ends up worse than unclipped is put back. The clipped (not quantized)
-/// weights are written back into `t.w`; quantize them with the same type and importance matrix.
+/// weights are written back into `t.w`; quantize them with the same type. The importance matrix
+/// used while searching is `mean x²` of the samples (when `use_imatrix`), an estimate of the
+/// calibration imatrix the final quantization takes.
 ///
 /// `x` must be the input these weights see, i.e. already divided by the AWQ scales
 /// ([`scale_samples`]). The per-block choice is exact where ggml quantizes every block of a row on
@@ -274,23 +286,30 @@ pub fn search_clip(
     let steps = ((opts.clip_max_shrink * opts.clip_grid as f32) as usize).max(1);
     let mut best_err = vec![f64::INFINITY; rows * nb];
     let mut best_ratio = vec![1f32; rows * nb];
-    let mut work = Work::default();
-    let mut wc = vec![0f32; rows * cols];
-    let mut diff = vec![0f32; rows * cols];
-    let mut err = vec![0f64; rows * nb];
+    let threads = threads(opts);
+    let (name, imat) = (t.name, imat.as_deref());
     for i in 0..steps {
         let ratio = 1.0 - i as f32 / opts.clip_grid as f32;
-        for ((dst, src), &m) in wc.chunks_exact_mut(bs).zip(w0.chunks_exact(bs)).zip(&amax) {
-            let lim = m * ratio;
-            for (d, &v) in dst.iter_mut().zip(src) {
-                *d = v.clamp(-lim, lim);
+        let err = par_rows(rows, threads, |r, work: &mut Work| {
+            let Work {
+                ws,
+                bytes,
+                deq,
+                diff,
+                prod,
+            } = work;
+            let w = &w0[r.start * cols..r.end * cols];
+            let m = &amax[r.start * nb..r.end * nb];
+            ws.clear();
+            for (src, &m) in w.chunks_exact(bs).zip(m) {
+                let lim = m * ratio;
+                ws.extend(src.iter().map(|v| v.clamp(-lim, lim)));
             }
-        }
-        fake_quant(t.name, &wc, cols, ty, imat.as_deref(), &mut work)?;
-        for ((d, &q), &w) in diff.iter_mut().zip(&work.deq).zip(&w0) {
-            *d = w - q;
-        }
-        block_errors(&diff, rows, cols, bs, &grams, &mut work.prod, &mut err);
+            fake_quant(name, ws, cols, ty, imat, bytes, deq)?;
+            diff.clear();
+            diff.extend(w.iter().zip(deq.iter()).map(|(&w, &q)| w - q));
+            Ok(block_errors(diff, r.len(), cols, bs, &grams, prod))
+        })?;
         for ((e, b), r) in err.iter().zip(&mut best_err).zip(&mut best_ratio) {
             if e.is_finite() && *e < *b {
                 *b = *e;
@@ -310,28 +329,8 @@ pub fn search_clip(
         }
     }
     let eval = LossEval::new(&xs, cols);
-    let before = row_losses(
-        &eval,
-        &w0,
-        &w0,
-        rows,
-        cols,
-        ty,
-        imat.as_deref(),
-        t.name,
-        &mut work,
-    )?;
-    let after = row_losses(
-        &eval,
-        &w0,
-        t.w,
-        rows,
-        cols,
-        ty,
-        imat.as_deref(),
-        t.name,
-        &mut work,
-    )?;
+    let before = row_losses(&eval, &w0, &w0, cols, ty, imat, name, threads)?;
+    let after = row_losses(&eval, &w0, t.w, cols, ty, imat, name, threads)?;
     let mut rows_reverted = 0;
     let mut loss_after = 0f64;
     for r in 0..rows {
@@ -360,7 +359,9 @@ pub fn search_clip(
 }
 
 /// Folds `1/s` into an RMSNorm weight (`norm_w[j] /= s[j]`), so that norm → scaled linear is the
-/// same function as before (llm-awq's `scale_ln_fcs`; no ggml counterpart).
+/// same function as before (llm-awq's `scale_ln_fcs`; no ggml counterpart). `norm_w` is the
+/// multiplier as ggml applies it (`ggml_mul` after `ggml_rms_norm`): for Gemma that is the GGUF
+/// tensor, where the converter already added HF's `1 +`.
 /// Panics if the lengths differ (a driver bug, not a file's).
 pub fn fold_into_norm(norm_w: &mut [f32], s: &[f32]) {
     assert_eq!(
@@ -554,36 +555,35 @@ fn scales_for(x_mean: &[f32], alpha: f32) -> Vec<f32> {
     s
 }
 
-/// Scratch buffers reused across candidates.
+/// Scratch buffers of one worker.
 #[derive(Default)]
 struct Work {
     ws: Vec<f32>,
-    imat: Vec<f32>,
     bytes: Vec<u8>,
     deq: Vec<f32>,
     diff: Vec<f32>,
     prod: Vec<f32>,
 }
 
-/// `work.deq = dequantize(quantize(w))` row by row with ggml's quantizer for `ty`.
+/// `deq = dequantize(quantize(w))` row by row with ggml's quantizer for `ty`.
 fn fake_quant(
     name: &str,
     w: &[f32],
     cols: usize,
     ty: GgmlType,
     imatrix: Option<&[f32]>,
-    work: &mut Work,
+    bytes: &mut Vec<u8>,
+    deq: &mut Vec<f32>,
 ) -> Result<(), AwqError> {
-    let row_bytes = cols / ty.block_size() * ty.type_size();
-    work.bytes.resize(row_bytes, 0);
-    work.deq.resize(w.len(), 0.0);
+    bytes.resize(cols / ty.block_size() * ty.type_size(), 0);
+    deq.resize(w.len(), 0.0);
     let wrap = |source| AwqError::Quant {
         name: name.to_string(),
         source,
     };
-    for (src, dst) in w.chunks_exact(cols).zip(work.deq.chunks_exact_mut(cols)) {
-        quant::quantize_row(ty, src, &mut work.bytes, imatrix).map_err(wrap)?;
-        quant::dequantize(ty, &work.bytes, dst).map_err(wrap)?;
+    for (src, dst) in w.chunks_exact(cols).zip(deq.chunks_exact_mut(cols)) {
+        quant::quantize_row(ty, src, bytes, imatrix).map_err(wrap)?;
+        quant::dequantize(ty, bytes, dst).map_err(wrap)?;
     }
     Ok(())
 }
@@ -595,42 +595,34 @@ fn scaled_loss(
     s: &[f32],
     x_sq: &[f32],
     use_imatrix: bool,
-    work: &mut Work,
+    threads: usize,
 ) -> Result<f64, AwqError> {
     let cols = eval.cols;
-    let mut ws = std::mem::take(&mut work.ws);
-    ws.clear();
-    ws.extend_from_slice(t.w);
-    scale_cols(&mut ws, t.rows, cols, s);
-    let mut imat = std::mem::take(&mut work.imat);
-    imat.clear();
-    imat.extend(x_sq.iter().zip(s).map(|(&q, &s)| q / (s * s)));
-    let done = fake_quant(
-        t.name,
-        &ws,
-        cols,
-        t.ty,
-        use_imatrix.then_some(&imat[..]),
-        work,
-    );
-    work.ws = ws;
-    work.imat = imat;
-    done?;
-    work.diff.resize(t.w.len(), 0.0);
-    for (((d, &w), &q), &s) in work
-        .diff
-        .iter_mut()
-        .zip(t.w)
-        .zip(&work.deq)
-        .zip(s.iter().cycle())
-    {
-        *d = w - q / s;
-    }
-    Ok(eval
-        .loss(&work.diff, t.rows, &mut work.prod)
-        .iter()
-        .sum::<f64>()
-        / eval.n as f64)
+    let imat: Option<Vec<f32>> =
+        use_imatrix.then(|| x_sq.iter().zip(s).map(|(&q, &s)| q / (s * s)).collect());
+    let per_row = par_rows(t.rows, threads, |r, work: &mut Work| {
+        let Work {
+            ws,
+            bytes,
+            deq,
+            diff,
+            prod,
+        } = work;
+        let w = &t.w[r.start * cols..r.end * cols];
+        ws.clear();
+        ws.extend_from_slice(w);
+        scale_cols(ws, r.len(), cols, s);
+        fake_quant(t.name, ws, cols, t.ty, imat.as_deref(), bytes, deq)?;
+        diff.clear();
+        diff.extend(
+            w.iter()
+                .zip(deq.iter())
+                .zip(s.iter().cycle())
+                .map(|((&w, &q), &s)| w - q / s),
+        );
+        Ok(eval.loss(diff, r.len(), prod))
+    })?;
+    Ok(per_row.iter().sum::<f64>() / eval.n as f64)
 }
 
 /// Per-row output error of quantizing `w` (compared with the exact output of `w0`).
@@ -639,105 +631,32 @@ fn row_losses(
     eval: &LossEval,
     w0: &[f32],
     w: &[f32],
-    rows: usize,
     cols: usize,
     ty: GgmlType,
     imatrix: Option<&[f32]>,
     name: &str,
-    work: &mut Work,
+    threads: usize,
 ) -> Result<Vec<f64>, AwqError> {
-    fake_quant(name, w, cols, ty, imatrix, work)?;
-    let diff: Vec<f32> = w0.iter().zip(&work.deq).map(|(&a, &b)| a - b).collect();
-    Ok(eval.loss(&diff, rows, &mut work.prod))
+    par_rows(w.len() / cols, threads, |r, work: &mut Work| {
+        let Work {
+            bytes,
+            deq,
+            diff,
+            prod,
+            ..
+        } = work;
+        let rows = r.start * cols..r.end * cols;
+        fake_quant(name, &w[rows.clone()], cols, ty, imatrix, bytes, deq)?;
+        diff.clear();
+        diff.extend(w0[rows].iter().zip(deq.iter()).map(|(&a, &b)| a - b));
+        Ok(eval.loss(diff, r.len(), prod))
+    })
 }
 
-/// Evaluates `‖X Dᵀ‖²` per row of `D` either directly (`n` small) or through the Gram matrix
-/// `G = XᵀX` as `Σ D ⊙ (D G)` (cheaper when `cols < n`).
-struct LossEval<'a> {
-    x: &'a [f32],
-    n: usize,
-    cols: usize,
-    gram: Option<Vec<f32>>,
-}
-
-impl<'a> LossEval<'a> {
-    fn new(x: &'a [f32], cols: usize) -> Self {
-        let n = x.len() / cols;
-        let gram = (cols < n).then(|| {
-            let mut g = vec![0f32; cols * cols];
-            let xm = Mat::rows(x, n, cols);
-            gemm(xm.t(), xm, Mat::rows_mut(&mut g, cols, cols));
-            g
-        });
-        LossEval { x, n, cols, gram }
-    }
-
-    fn loss(&self, d: &[f32], rows: usize, prod: &mut Vec<f32>) -> Vec<f64> {
-        let cols = self.cols;
-        let dm = Mat::rows(d, rows, cols);
-        match &self.gram {
-            Some(g) => {
-                prod.resize(rows * cols, 0.0);
-                gemm(
-                    dm,
-                    Mat::rows(g, cols, cols),
-                    Mat::rows_mut(prod, rows, cols),
-                );
-                d.chunks_exact(cols)
-                    .zip(prod.chunks_exact(cols))
-                    .map(|(a, b)| a.iter().zip(b).map(|(&a, &b)| a as f64 * b as f64).sum())
-                    .collect()
-            }
-            None => {
-                prod.resize(self.n * rows, 0.0);
-                let xm = Mat::rows(self.x, self.n, cols);
-                gemm(xm, dm.t(), Mat::rows_mut(prod, self.n, rows));
-                let mut out = vec![0f64; rows];
-                for e in prod.chunks_exact(rows) {
-                    for (o, &v) in out.iter_mut().zip(e) {
-                        *o += v as f64 * v as f64;
-                    }
-                }
-                out
-            }
-        }
-    }
-}
-
-/// `G_b = X_bᵀ X_b` for each block of columns `b` (`bs × bs` each).
-fn block_grams(x: &[f32], cols: usize, bs: usize) -> Vec<Vec<f32>> {
-    let n = x.len() / cols;
-    let xm = Mat::rows(x, n, cols);
-    (0..cols / bs)
-        .map(|b| {
-            let mut g = vec![0f32; bs * bs];
-            let xb = xm.cols(b * bs, bs);
-            gemm(xb.t(), xb, Mat::rows_mut(&mut g, bs, bs));
-            g
-        })
-        .collect()
-}
-
-/// `err[r·nb + b] = d_rb G_b d_rbᵀ`: the error of block `b`'s share of row `r`'s output.
-fn block_errors(
-    d: &[f32],
-    rows: usize,
-    cols: usize,
-    bs: usize,
-    grams: &[Vec<f32>],
-    prod: &mut Vec<f32>,
-    err: &mut [f64],
-) {
-    let nb = cols / bs;
-    let dm = Mat::rows(d, rows, cols);
-    prod.resize(rows * bs, 0.0);
-    for (b, g) in grams.iter().enumerate() {
-        let db = dm.cols(b * bs, bs);
-        gemm(db, Mat::rows(g, bs, bs), Mat::rows_mut(prod, rows, bs));
-        for r in 0..rows {
-            let dr = &d[r * cols + b * bs..r * cols + (b + 1) * bs];
-            let pr = &prod[r * bs..(r + 1) * bs];
-            err[r * nb + b] = dr.iter().zip(pr).map(|(&a, &p)| a as f64 * p as f64).sum();
-        }
+/// `opts.threads`, or the machine's parallelism for 0.
+fn threads(opts: &AwqOptions) -> usize {
+    match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
 }

@@ -423,3 +423,118 @@ pub(crate) fn pack_codes(ty: GgmlType, block: &mut [u8], codes: &[i32]) {
         _ => unreachable!("pack_codes called for unsupported {ty}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ggml_compat::quant;
+
+    /// Deterministic pseudo-random numbers (xorshift64*).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn unit(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        }
+    }
+
+    const TYPES: [GgmlType; 14] = {
+        use GgmlType::*;
+        [
+            Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, TQ1_0, TQ2_0, Q1_0,
+        ]
+    };
+
+    /// For every type: fit a block with ggml's quantizer (with and without importance weights),
+    /// write random codes over the whole range in every position, and check that ggml's
+    /// dequantization of the bytes equals `Grid::value` bit for bit, and that `nearest` maps a
+    /// grid value back to a code of that same value.
+    #[test]
+    fn packed_codes_dequantize_to_grid_values() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for ty in TYPES {
+            assert!(supported(ty));
+            let bs = ty.block_size();
+            for trial in 0..40 {
+                let scale = [1e-3f32, 0.05, 1.0, 30.0][trial % 4];
+                let x: Vec<f32> = (0..bs)
+                    .map(|j| {
+                        let v = (rng.unit() - 0.4) * scale;
+                        if j % 29 == 3 {
+                            6.0 * v
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                let imp: Vec<f32> = (0..bs).map(|_| rng.unit() + 0.01).collect();
+                let mut block = vec![0u8; ty.type_size()];
+                let weights = (trial % 2 == 1).then_some(&imp[..]);
+                quant::quantize_row(ty, &x, &mut block, weights).unwrap();
+                let fitted = fit_grids(ty, &block);
+                let codes: Vec<i32> = (0..bs)
+                    .map(|j| {
+                        let g = fitted.grid(j);
+                        g.lo + (rng.next() % (g.hi - g.lo + 1) as u64) as i32
+                    })
+                    .collect();
+                pack_codes(ty, &mut block, &codes);
+                let mut back = vec![0f32; bs];
+                quant::dequantize(ty, &block, &mut back).unwrap();
+                for j in 0..bs {
+                    let g = fitted.grid(j);
+                    let want = g.value(codes[j]);
+                    assert_eq!(
+                        back[j].to_bits(),
+                        want.to_bits(),
+                        "{ty} trial {trial} element {j} code {}: {} vs {want}",
+                        codes[j],
+                        back[j]
+                    );
+                    let (_, v) = g.nearest(want);
+                    assert_eq!(v, want, "{ty} element {j}: nearest moved a grid value");
+                }
+                // Parameters survive packing: the grids decoded again are the same.
+                let again = fit_grids(ty, &block);
+                for j in 0..bs {
+                    let (a, b) = (fitted.grid(j), again.grid(j));
+                    assert_eq!(
+                        (a.a.to_bits(), a.b.to_bits()),
+                        (b.a.to_bits(), b.b.to_bits())
+                    );
+                }
+            }
+        }
+    }
+
+    /// `nearest` picks the closest representable value among all codes.
+    #[test]
+    fn nearest_is_the_closest_code() {
+        let mut rng = Rng(12345);
+        let grids = [
+            Grid::mul(0.37, 8, 0, 15),
+            Grid::mul(-0.11, 32, 0, 63),
+            Grid::with(Rule::MulAdd, 0.2, -1.3, 15),
+            Grid::with(Rule::MulSub, 0.2, 1.3, 3),
+            Grid::with(Rule::Table, 0.01, 0.0, 15),
+            Grid::with(Rule::Sign, 0.5, 0.0, 1),
+            Grid::mul(0.0, 1, 0, 2),
+        ];
+        for g in grids {
+            for _ in 0..2000 {
+                let x = (rng.unit() - 0.5) * 8.0;
+                let (q, v) = g.nearest(x);
+                assert_eq!(v.to_bits(), g.value(q).to_bits());
+                let best = (g.lo..=g.hi)
+                    .map(|c| (x - g.value(c)).abs())
+                    .fold(f32::INFINITY, f32::min);
+                assert_eq!((x - v).abs(), best, "{g:?} x = {x}");
+            }
+        }
+    }
+}

@@ -8,6 +8,11 @@
 //! imatrix) from the current, error-updated weights; the parameters are decoded exactly as
 //! stored (fp16 scales, 6-bit sub-scales and mins) and the block's columns are then rounded to
 //! that fixed grid one by one, the error fed back being the value the file will hold.
+//!
+//! The fit sees one block at a time, so where ggml's legacy imatrix quantizers weight by
+//! `imatrix · sqrt(σ² + x²)` with `σ²` the mean square of the whole row, here `σ²` is that of
+//! the block (the K-quants use the super-block's in ggml too). Types without an importance
+//! path (Q8_0, TQ1_0, TQ2_0, Q1_0) get ggml's reference fit.
 
 use super::codec::{self, Fitted};
 use super::hessian::Hessian;
@@ -88,6 +93,65 @@ pub enum GptqError {
 /// Damping retries: the fraction is multiplied by 10 this many times before giving up.
 const DAMP_RETRIES: usize = 4;
 
+/// The part of GPTQ that depends only on the Hessian: the upper Cholesky factor of the damped
+/// inverse, the dead columns and the importance weights. Layers that share an input (q/k/v,
+/// gate/up) share one.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// Features (the matrix's columns).
+    pub n: usize,
+    /// `U` with `(H + λI)⁻¹ = UᵀU`, `n × n` row-major (lower triangle zero), f32.
+    u: Vec<f32>,
+    /// `H_ii / rows` (ggml's imatrix value) per column: the weights of each block fit.
+    imp: Vec<f32>,
+    /// Columns with `H_ii = 0`.
+    dead: Vec<bool>,
+    /// The damping fraction that made the factorization succeed.
+    pub damp_used: f64,
+}
+
+impl Prepared {
+    /// Checks `h` and factors its damped inverse (`opts.damp`, raised ×10 up to
+    /// 4 times if the factorization fails). No ggml counterpart.
+    pub fn new(h: &Hessian, opts: &GptqOptions) -> Result<Self, GptqError> {
+        let n = h.n;
+        if h.sum.len() != n * n {
+            return Err(GptqError::Shape {
+                what: format!("Hessian over {n} features has {} entries", h.sum.len()),
+            });
+        }
+        if h.rows == 0 {
+            return Err(GptqError::NoCalibration);
+        }
+        if let Some(index) = h.sum.iter().position(|v| !v.is_finite()) {
+            return Err(GptqError::NonFinite {
+                what: "Hessian",
+                index,
+            });
+        }
+        // Dead columns: H_ii = 1 (and their weights zeroed), as the reference does.
+        let mut hm = h.sum.clone();
+        let mut dead = vec![false; n];
+        for (i, d) in dead.iter_mut().enumerate() {
+            if hm[i * n + i] == 0.0 {
+                hm[i * n + i] = 1.0;
+                *d = true;
+            }
+        }
+        let (u, damp_used) = damped_inverse_factor(&hm, n, opts.damp)?;
+        let imp = (0..n)
+            .map(|i| (h.sum[i * n + i] / h.rows as f64) as f32)
+            .collect();
+        Ok(Prepared {
+            n,
+            u,
+            imp,
+            dead,
+            damp_used,
+        })
+    }
+}
+
 /// Quantizes `w` (`rows × cols`, row-major, the layer computes `x Wᵀ`) to `ty` with GPTQ
 /// against the Hessian `h` of the layer's inputs (`h.n == cols`). Returns the ggml row bytes.
 /// The blocks are ggml's (`quantize_row_<type>` fits each block's parameters, `dequantize_row_
@@ -100,6 +164,11 @@ pub fn quantize(
     ty: GgmlType,
     opts: &GptqOptions,
 ) -> Result<GptqResult, GptqError> {
+    check(w, rows, cols, cols, ty)?;
+    quantize_prepared(w, rows, cols, &Prepared::new(h, opts)?, ty, opts)
+}
+
+fn check(w: &[f32], rows: usize, cols: usize, n: usize, ty: GgmlType) -> Result<(), GptqError> {
     if !codec::supported(ty) {
         return Err(GptqError::Unsupported(ty));
     }
@@ -108,10 +177,9 @@ pub fn quantize(
     if rows.checked_mul(cols) != Some(w.len()) {
         return shape(format!("{} weights for a {rows}×{cols} matrix", w.len()));
     }
-    if h.n != cols || h.sum.len() != cols * cols {
+    if n != cols {
         return shape(format!(
-            "Hessian is over {} features, the matrix has {cols} columns",
-            h.n
+            "Hessian is over {n} features, the matrix has {cols} columns"
         ));
     }
     if !cols.is_multiple_of(bs) {
@@ -119,40 +187,37 @@ pub fn quantize(
             "{cols} columns is not a whole number of {ty} blocks of {bs}"
         ));
     }
-    if h.rows == 0 {
-        return Err(GptqError::NoCalibration);
-    }
     if let Some(index) = w.iter().position(|v| !v.is_finite()) {
         return Err(GptqError::NonFinite {
             what: "weights",
             index,
         });
     }
-    if let Some(index) = h.sum.iter().position(|v| !v.is_finite()) {
-        return Err(GptqError::NonFinite {
-            what: "Hessian",
-            index,
-        });
-    }
+    Ok(())
+}
 
-    // Dead columns: H_ii = 1, w[:, i] = 0 (as the reference does).
-    let mut hm = h.sum.clone();
+/// [`quantize`] with the Hessian's factor computed once ([`Prepared::new`]) for several
+/// matrices that share an input.
+pub fn quantize_prepared(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    p: &Prepared,
+    ty: GgmlType,
+    opts: &GptqOptions,
+) -> Result<GptqResult, GptqError> {
+    check(w, rows, cols, p.n, ty)?;
+    let bs = ty.block_size();
     let mut w = w.to_vec();
-    let mut dead_columns = 0;
-    for i in 0..cols {
-        if hm[i * cols + i] == 0.0 {
-            hm[i * cols + i] = 1.0;
-            dead_columns += 1;
-            for r in 0..rows {
-                w[r * cols + i] = 0.0;
+    let dead_columns = p.dead.iter().filter(|&&d| d).count();
+    for row in w.chunks_exact_mut(cols) {
+        for (v, &d) in row.iter_mut().zip(&p.dead) {
+            if d {
+                *v = 0.0;
             }
         }
     }
-    let (u, damp_used) = damped_inverse_factor(&hm, cols, opts.damp)?;
-    // Importance of each column for ggml's block fit: the imatrix value, mean x².
-    let imp: Vec<f32> = (0..cols)
-        .map(|i| (h.sum[i * cols + i] / h.rows as f64) as f32)
-        .collect();
+    let (u, imp, damp_used) = (&p.u, &p.imp, p.damp_used);
 
     let lazy = opts.block.max(1).div_ceil(bs) * bs;
     let threads = match opts.threads {
@@ -164,8 +229,8 @@ pub fn quantize(
     let mut bytes = vec![0u8; rows * row_bytes];
     let mut fed = vec![0f32; rows * cols];
     let sweep = Sweep {
-        u: &u,
-        imp: &imp,
+        u,
+        imp,
         cols,
         ty,
         lazy,
@@ -317,46 +382,148 @@ fn dot64(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + s
 }
 
+/// Runs `f` compiled for AVX2 when the CPU has it (wider vectors for the f64 loops; the
+/// arithmetic and its order are the same, so results do not depend on the CPU).
+fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time just above.
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
 /// Lower Cholesky factor `L` (`A = LLᵀ`, row-major) of the symmetric `a`, or `None` if a pivot
 /// is not positive and finite.
 pub(crate) fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
+    with_avx2(|| cholesky_impl(a, n))
+}
+
+#[inline(always)]
+fn cholesky_impl(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let mut l = vec![0f64; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s = a[i * n + j] - dot64(&l[i * n..i * n + j], &l[j * n..j * n + j]);
-            if i == j {
-                if !(s > 0.0 && s.is_finite()) {
-                    return None;
+    // Rows in blocks of ROW_BLOCK: for columns left of the block, each finished row L_j is
+    // read once for all the block's rows (the unblocked loop streams all of L per row). Each
+    // entry is computed exactly as unblocked: same dot product, same order of j per row.
+    for i0 in (0..n).step_by(ROW_BLOCK) {
+        let i1 = (i0 + ROW_BLOCK).min(n);
+        let (done, block) = l.split_at_mut(i0 * n);
+        for j in 0..i0 {
+            let lj = &done[j * n..j * n + j];
+            let ljj = done[j * n + j];
+            for i in i0..i1 {
+                let li = &mut block[(i - i0) * n..(i - i0 + 1) * n];
+                li[j] = (a[i * n + j] - dot64(&li[..j], lj)) / ljj;
+            }
+        }
+        for i in i0..i1 {
+            for j in i0..=i {
+                let s = a[i * n + j] - dot64(&l[i * n..i * n + j], &l[j * n..j * n + j]);
+                if i == j {
+                    if !(s > 0.0 && s.is_finite()) {
+                        return None;
+                    }
+                    l[i * n + i] = s.sqrt();
+                } else {
+                    l[i * n + j] = s / l[j * n + j];
                 }
-                l[i * n + i] = s.sqrt();
-            } else {
-                l[i * n + j] = s / l[j * n + j];
             }
         }
     }
     Some(l)
 }
 
-/// Inverse of the lower-triangular `l` (row-major), itself lower triangular.
+/// Rows factored or inverted together (see [`cholesky_impl`]).
+const ROW_BLOCK: usize = 8;
+
+/// Inverse of the lower-triangular `l` (row-major), itself lower triangular. Columns of the
+/// inverse are independent (`L x = e_c`), so threads take column ranges of equal work.
 fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
-    let mut x = vec![0f64; n * n];
-    for i in 0..n {
-        let (done, row) = x.split_at_mut(i * n);
-        let row = &mut row[..n];
-        // row_i(X) = (e_i − Σ_{k<i} L_ik row_k(X)) / L_ii; row_k(X) is zero past column k.
-        for k in 0..i {
-            let lik = l[i * n + k];
-            for (y, &v) in row[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]) {
-                *y -= lik * v;
-            }
+    let threads = thread::available_parallelism().map_or(1, |t| t.get());
+    // Column c costs about (n - c)²: cut where the remaining work crosses each share.
+    let total: f64 = (0..n).map(|c| ((n - c) * (n - c)) as f64).sum();
+    let mut bounds = vec![0];
+    let mut acc = 0.0;
+    for c in 0..n {
+        acc += ((n - c) * (n - c)) as f64;
+        if acc * threads as f64 >= total * bounds.len() as f64 && bounds.len() < threads {
+            bounds.push(c + 1);
         }
-        row[i] = 1.0;
-        let inv = 1.0 / l[i * n + i];
-        for y in &mut row[..=i] {
-            *y *= inv;
+    }
+    bounds.push(n);
+    bounds.dedup();
+    let parts: Vec<(usize, usize, Vec<f64>)> = thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let (c0, c1) = (w[0], w[1]);
+                s.spawn(move || (c0, c1, with_avx2(|| invert_lower_columns(l, n, c0, c1))))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("inverse worker panicked"))
+            .collect()
+    });
+    let mut x = vec![0f64; n * n];
+    for (c0, c1, y) in parts {
+        let w = c1 - c0;
+        for i in c0..n {
+            x[i * n + c0..i * n + c1].copy_from_slice(&y[(i - c0) * w..(i - c0 + 1) * w]);
         }
     }
     x
+}
+
+/// Columns `c0..c1` of `L⁻¹`, rows `c0..n` (above are zero), as an `(n - c0) × (c1 - c0)`
+/// row-major block: `row_i = (e_i − Σ_{c0≤k<i} L_ik row_k) / L_ii`.
+#[inline(always)]
+fn invert_lower_columns(l: &[f64], n: usize, c0: usize, c1: usize) -> Vec<f64> {
+    let w = c1 - c0;
+    let mut y = vec![0f64; (n - c0) * w];
+    // row_k is zero past column k: only its first m(k) entries take part.
+    let m = |k: usize| (k + 1).min(c1) - c0;
+    // Blocks of rows as in `cholesky_impl`; per row the same operations in the same order.
+    for i0 in (c0..n).step_by(ROW_BLOCK) {
+        let i1 = (i0 + ROW_BLOCK).min(n);
+        let (done, block) = y.split_at_mut((i0 - c0) * w);
+        for k in c0..i0 {
+            let yk = &done[(k - c0) * w..(k - c0) * w + m(k)];
+            for i in i0..i1 {
+                let lik = l[i * n + k];
+                let row = &mut block[(i - i0) * w..(i - i0) * w + yk.len()];
+                for (v, &z) in row.iter_mut().zip(yk) {
+                    *v -= lik * z;
+                }
+            }
+        }
+        for i in i0..i1 {
+            let (done, row) = y.split_at_mut((i - c0) * w);
+            let row = &mut row[..w];
+            for k in i0..i {
+                let lik = l[i * n + k];
+                let yk = &done[(k - c0) * w..(k - c0) * w + m(k)];
+                for (v, &z) in row.iter_mut().zip(yk) {
+                    *v -= lik * z;
+                }
+            }
+            if i < c1 {
+                row[i - c0] += 1.0;
+            }
+            let inv = 1.0 / l[i * n + i];
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+    y
 }
 
 /// The upper Cholesky factor `U` of `(H + λI)⁻¹` (`(H + λI)⁻¹ = UᵀU`), `λ = damp · mean diag`,
@@ -411,4 +578,57 @@ pub fn output_error(w: &[f32], w_hat: &[f32], cols: usize, h: &Hessian) -> f64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `U` from the reversed-Cholesky route satisfies `Uᵀ U (H + λI) = I` and is upper
+    /// triangular with a positive diagonal (so it is the reference's unique factor).
+    #[test]
+    fn inverse_factor_inverts_the_damped_hessian() {
+        let n = 37;
+        let mut seed = 42u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+        };
+        // H = BᵀB from 50 random rows: symmetric positive definite.
+        let b: Vec<f64> = (0..50 * n).map(|_| next()).collect();
+        let mut h = vec![0f64; n * n];
+        for row in b.chunks_exact(n) {
+            for i in 0..n {
+                for j in 0..n {
+                    h[i * n + j] += row[i] * row[j];
+                }
+            }
+        }
+        let (u, damp) = damped_inverse_factor(&h, n, 0.01).unwrap();
+        assert_eq!(damp, 0.01);
+        let mean = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
+        for i in 0..n {
+            h[i * n + i] += 0.01 * mean;
+            assert!(u[i * n + i] > 0.0);
+            for j in 0..i {
+                assert_eq!(u[i * n + j], 0.0);
+            }
+        }
+        // (UᵀU) H
+        for i in 0..n {
+            for j in 0..n {
+                let mut s = 0f64;
+                for k in 0..n {
+                    let utu: f64 = (0..n)
+                        .map(|m| f64::from(u[m * n + i]) * f64::from(u[m * n + k]))
+                        .sum();
+                    s += utu * h[k * n + j];
+                }
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((s - want).abs() < 1e-4, "({i},{j}) = {s}");
+            }
+        }
+    }
 }

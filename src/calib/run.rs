@@ -440,7 +440,8 @@ fn quantize_layer(
                 .insert(name(key), Replacement::Values(v.clone()));
         }
         if awq_opts.clip {
-            for &(m, input) in &WEIGHTS {
+            // as llm-awq's auto_clip: not q/k, whose dot products attention amplifies
+            for &(m, input) in WEIGHTS.iter().filter(|(m, _)| !matches!(*m, "attn_q" | "attn_k")) {
                 let st = &stats[&input];
                 let s = scale.get(&input);
                 let x: Vec<f32> = match s {
