@@ -1,5 +1,6 @@
 //! kiln: GGUF-compatible LLM inference for laptop CPUs.
 
+
 pub mod calib;
 pub mod chat;
 pub mod convert;

@@ -260,10 +260,7 @@ pub fn calibrate(
                 return;
             };
             // weights sharing an input see it once
-            if matches!(
-                name.rsplit('.').nth(1),
-                Some("attn_k" | "attn_v" | "ffn_up")
-            ) {
+            if matches!(name.rsplit('.').nth(1), Some("attn_k" | "attn_v" | "ffn_up")) {
                 return;
             }
             let cols = x.len() / n.max(1);
@@ -294,7 +291,12 @@ pub fn calibrate(
             progress.inc(1);
         }
         model.set_observer(None);
-        let stats = std::mem::take(&mut collector.lock().unwrap_or_else(|e| e.into_inner()).stats);
+        let stats = std::mem::take(
+            &mut collector
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stats,
+        );
         for &(w, input) in &WEIGHTS {
             if let Some(s) = stats.get(&input) {
                 out.imatrix
@@ -514,15 +516,15 @@ fn quantize_layer(
                 }
             }
         }
-        let bytes =
-            match bytes {
-                Some(b) => b,
-                None => quantize_rows(ty, wm, cols, rows, Some(&importance), opts.threads)
-                    .map_err(|e| CalibError::Tensor {
-                        tensor: name(m),
-                        why: e.to_string(),
-                    })?,
-            };
+        let bytes = match bytes {
+            Some(b) => b,
+            None => quantize_rows(ty, wm, cols, rows, Some(&importance), opts.threads).map_err(
+                |e| CalibError::Tensor {
+                    tensor: name(m),
+                    why: e.to_string(),
+                },
+            )?,
+        };
         let l = &mut model.weights.layers[il];
         let matrix = match m {
             "attn_q" => &mut l.wq,
@@ -574,8 +576,7 @@ pub fn load(
     opts: &CalibOptions,
 ) -> Result<(Model, Vec<Vec<u32>>), CalibError> {
     let model = Model::load(path, opts.threads)?;
-    let tok =
-        Tokenizer::from_gguf(&model.file).map_err(|e| CalibError::Tokenizer(e.to_string()))?;
+    let tok = Tokenizer::from_gguf(&model.file).map_err(|e| CalibError::Tokenizer(e.to_string()))?;
     let chunks = chunks(&tok, text, text_name, opts.n_ctx, opts.chunks)?;
     Ok((model, chunks))
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::calib::run::Method;
 use kiln::convert::hf_to_gguf::{convert_dir, ConvertParams};
+use kiln::calib::run::Method;
 use kiln::convert::quantize::QuantizeParams;
 use kiln::convert::recipe::Ftype;
 

@@ -75,10 +75,7 @@ impl CalibArgs {
             )
         })?;
         if m != Method::Rtn && self.calib_file.is_none() {
-            bail!(
-                "--method {} needs calibration text: -f CALIB.txt",
-                self.method
-            );
+            bail!("--method {} needs calibration text: -f CALIB.txt", self.method);
         }
         if self.ctx < 2 || self.chunks == 0 {
             bail!("calibration needs -c of at least 2 tokens and at least one chunk");
@@ -97,10 +94,7 @@ pub fn quantize_calibrated(
     let method = calib.method()?;
     if method != Method::Rtn {
         if params.imatrix.is_some() {
-            bail!(
-                "--imatrix and --method {} exclude each other: calibration collects its own",
-                calib.method
-            );
+            bail!("--imatrix and --method {} exclude each other: calibration collects its own", calib.method);
         }
         let text_path = calib.calib_file.as_deref().expect("checked by method()");
         let text = std::fs::read_to_string(text_path)
