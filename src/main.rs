@@ -31,6 +31,8 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Quantize a GGUF file with llama-quantize's recipe.
     Quantize(cli::quantize::QuantizeArgs),
+    /// Importance matrix of a model over a calibration text (llama-imatrix's statistics and files).
+    Imatrix(cli::imatrix::ImatrixArgs),
     /// Convert a Hugging Face safetensors folder to GGUF (as convert_hf_to_gguf.py).
     Convert(cli::convert::ConvertArgs),
 }
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::Quantize(args) => cli::quantize::run(args),
         Command::Convert(args) => cli::convert::run(args),
+        Command::Imatrix(args) => cli::imatrix::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,7 +32,8 @@ impl PplStats {
         }
     }
 
-    fn add(&mut self, logprob: f64) {
+    /// Add one token's log-probability.
+    pub fn add(&mut self, logprob: f64) {
         self.nll -= logprob;
         self.nll2 += logprob * logprob;
         self.count += 1;
@@ -52,7 +53,48 @@ pub fn n_chunks(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> usi
     max_chunks.map_or(all, |m| m.min(all))
 }
 
-/// Scores `tokens` chunk by chunk; `on_chunk(i, running_stats)` after each chunk.
+/// One chunk of llama-perplexity's loop: evaluated from an empty cache, its first token
+/// replaced by BOS (where the model adds one), the second half scored.
+pub struct ChunkEval {
+    state: State,
+    n_ctx: usize,
+    bos: Option<u32>,
+}
+
+impl ChunkEval {
+    /// Buffers for chunks of `n_ctx` tokens of `model`.
+    pub fn new(model: &Model, n_ctx: usize, bos: Option<u32>) -> ChunkEval {
+        ChunkEval {
+            state: model.new_state(n_ctx),
+            n_ctx,
+            bos,
+        }
+    }
+
+    /// Evaluate `chunk` (`n_ctx` tokens) and call `on_row(i, logits)` for each scored position
+    /// `i` in `n_ctx/2 .. n_ctx-1`; its logits predict `chunk[i + 1]`.
+    pub fn run(
+        &mut self,
+        model: &Model,
+        chunk: &[u32],
+        on_row: impl FnMut(usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        let mut input = chunk[..self.n_ctx].to_vec();
+        if let Some(bos) = self.bos {
+            input[0] = bos;
+        }
+        self.state.cache.truncate(0);
+        model.forward(
+            &mut self.state,
+            &input,
+            self.n_ctx / 2..self.n_ctx - 1,
+            on_row,
+        )
+    }
+}
+
+/// Scores `tokens` chunk by chunk (llama-perplexity's `perplexity`); `on_chunk(i, running_stats)`
+/// after each chunk.
 pub fn perplexity(
     model: &Model,
     tokens: &[u32],
@@ -62,18 +104,11 @@ pub fn perplexity(
     mut on_chunk: impl FnMut(usize, &PplStats),
 ) -> Result<PplStats, ModelError> {
     let mut stats = PplStats::default();
-    let mut state: State = model.new_state(n_ctx);
-    let first = n_ctx / 2;
+    let mut eval = ChunkEval::new(model, n_ctx, bos);
     for chunk in 0..n_chunks(tokens.len(), n_ctx, max_chunks) {
-        let start = chunk * n_ctx;
-        let mut input = tokens[start..start + n_ctx].to_vec();
-        if let Some(bos) = bos {
-            input[0] = bos;
-        }
-        state.cache.truncate(0);
-        // Logits at position first + i predict token first + i + 1.
-        model.forward(&mut state, &input, first..n_ctx - 1, |i, logits| {
-            stats.add(log_softmax_at(logits, tokens[start + i + 1] as usize));
+        let toks = &tokens[chunk * n_ctx..(chunk + 1) * n_ctx];
+        eval.run(model, toks, |i, logits| {
+            stats.add(log_softmax_at(logits, toks[i + 1] as usize));
         })?;
         on_chunk(chunk, &stats);
     }
