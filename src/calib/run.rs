@@ -29,7 +29,8 @@ use crate::tokenizer::Tokenizer;
 pub enum Method {
     /// ggml's reference quantization, no calibration.
     Rtn,
-    /// ggml's importance-weighted quantization with an importance matrix collected here.
+    /// ggml's importance-weighted quantization with an importance matrix collected as
+    /// llama-imatrix does (`eval::imatrix`, not this driver).
     Imatrix,
     /// GPTQ with ggml blocks as groups.
     Gptq,
@@ -154,7 +155,12 @@ impl InputStats {
         }
         self.rows += n as u64;
         if let Some(h) = &mut self.hessian {
-            h.add(&x[..n * self.cols]);
+            let skip = if std::env::var_os("KILN_SKIP_BOS").is_some() {
+                self.cols
+            } else {
+                0
+            };
+            h.add(&x[skip..n * self.cols]);
         }
     }
 
@@ -209,7 +215,7 @@ pub fn chunks(
 }
 
 /// Calibrates `model` (loaded from the file being quantized) on `chunks`, for the output types
-/// in `plans`. The model's matrices are replaced by their quantized versions as it goes.
+/// in `plans` (methods gptq, awq, awq+gptq). The model's matrices are replaced by their quantized versions as it goes.
 pub fn calibrate(
     model: &mut Model,
     chunks: &[Vec<u32>],
@@ -282,15 +288,9 @@ pub fn calibrate(
                 .add(x, n);
         })));
         progress.set_message(format!("layer {il}/{n_layer}: statistics"));
-        // without quantization in between, the statistics pass is also the advance pass
-        let advance_now = opts.method == Method::Imatrix;
-        for h in hidden.iter_mut() {
+        for h in &hidden {
             model.set_hidden(&mut state, h);
             model.forward_layer(&mut state, il)?;
-            if advance_now {
-                h.copy_from_slice(state.hidden());
-                progress.inc(1);
-            }
             progress.inc(1);
         }
         model.set_observer(None);
@@ -305,14 +305,12 @@ pub fn calibrate(
 
         // 2.-3. scales, clipping, quantization
         progress.set_message(format!("layer {il}/{n_layer}: quantizing"));
-        if opts.method != Method::Imatrix {
-            let line = quantize_layer(model, il, &stats, &types, opts, &mut out)?;
-            out.log.push(line);
-        }
+        let line = quantize_layer(model, il, &stats, &types, opts, &mut out)?;
+        out.log.push(line);
 
         // 4. advance through the (quantized) layer
         progress.set_message(format!("layer {il}/{n_layer}: advancing"));
-        for h in hidden.iter_mut().filter(|_| !advance_now) {
+        for h in hidden.iter_mut() {
             model.set_hidden(&mut state, h);
             model.forward_layer(&mut state, il)?;
             h.copy_from_slice(state.hidden());
@@ -513,6 +511,23 @@ fn quantize_layer(
                 e.insert(p);
             }
             match gptq::quantize_prepared(wm, rows, cols, &prepared[&input], ty, &gptq_opts) {
+                Ok(r) if std::env::var_os("KILN_CALIB_DEBUG").is_some() => {
+                    let h = st.hessian.as_ref().expect("collected for gptq");
+                    let deq = |b: &[u8]| {
+                        let mut o = vec![0f32; rows * cols];
+                        ggml_compat::quant::dequantize(ty, b, &mut o).unwrap();
+                        o
+                    };
+                    let rtn = quantize_rows(ty, wm, cols, rows, None, 1).unwrap();
+                    let imx = quantize_rows(ty, wm, cols, rows, Some(&importance), 1).unwrap();
+                    eprintln!(
+                        "{il} {m}: rtn {:.4e} imatrix {:.4e} gptq {:.4e}",
+                        gptq::output_error(wm, &deq(&rtn), cols, h),
+                        gptq::output_error(wm, &deq(&imx), cols, h),
+                        gptq::output_error(wm, &deq(&r.bytes), cols, h)
+                    );
+                    bytes = Some(r.bytes);
+                }
                 Ok(r) => {
                     line += &format!(" {m} gptq(damp {:.3}, loss {:.3e});", r.damp_used, r.loss);
                     bytes = Some(r.bytes);

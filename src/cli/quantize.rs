@@ -9,9 +9,11 @@ use ggml_compat::gguf::GgufFile;
 use ggml_compat::GgmlType;
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::calib::run::{self, CalibOptions, Method};
-use kiln::convert::imatrix::{self, Imatrix};
+use kiln::convert::imatrix::{self, Collector, Imatrix};
 use kiln::convert::quantize::{plan_tensors, quantize_file, QuantizeParams, QuantizeSummary};
 use kiln::convert::recipe::Ftype;
+use kiln::eval::imatrix::{collect, CollectOptions};
+use std::sync::{Arc, Mutex};
 
 /// Arguments of `kiln quantize`.
 #[derive(clap::Args, Debug)]
@@ -130,6 +132,34 @@ pub fn quantize_calibrated(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        if method == Method::Imatrix {
+            // exactly llama-imatrix, then llama-quantize --imatrix
+            let t0 = std::time::Instant::now();
+            let collector = Arc::new(Mutex::new(Collector::new(calib.ctx)));
+            let bos = chunks[0][0];
+            let tokens: Vec<u32> = chunks.concat();
+            let copts = CollectOptions {
+                n_ctx: calib.ctx,
+                max_chunks: None,
+                bos: Some(bos).filter(|_| chunks.iter().all(|c| c[0] == bos)),
+                process_output: false,
+                compute_ppl: false,
+            };
+            bar.set_length(chunks.len() as u64);
+            collect(&model, &tokens, &copts, &collector, |_, _| bar.inc(1))?;
+            bar.finish_and_clear();
+            let im = collector
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .to_imatrix(&name)?;
+            eprintln!(
+                "importance matrix collected in {:.1} s, peak memory {:.0} MiB",
+                t0.elapsed().as_secs_f64(),
+                run::peak_rss().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+            );
+            params.imatrix = Some((im, name));
+            return quantize_with_bar(input, output, &params);
+        }
         let mut cal = run::calibrate(&mut model, &chunks, &plans, &opts, &bar)?;
         bar.finish_and_clear();
         if calib.verbose {
@@ -145,8 +175,16 @@ pub fn quantize_calibrated(
         params.replacements = std::mem::take(&mut cal.replacements);
         params.imatrix = Some((cal.imatrix, name));
     }
+    quantize_with_bar(input, output, &params)
+}
+
+fn quantize_with_bar(
+    input: &Path,
+    output: &Path,
+    params: &QuantizeParams,
+) -> Result<QuantizeSummary> {
     let bar = super::convert::byte_bar();
-    let summary = quantize_file(input, output, &params, &bar)
+    let summary = quantize_file(input, output, params, &bar)
         .with_context(|| format!("quantizing {}", input.display()))?;
     bar.finish_and_clear();
     Ok(summary)

@@ -62,6 +62,31 @@ pub struct Entry {
     pub counts: Vec<i64>,
 }
 
+impl Entry {
+    /// The quantizer's weights (llama-quantize's `load_imatrix` on GGUF data): each expert's sums
+    /// divided by its count (1 where the count is 0).
+    pub fn weights(&self) -> Result<Vec<f32>, String> {
+        let n_mat = self.counts.len();
+        if n_mat == 0 || !self.sums.len().is_multiple_of(n_mat) {
+            return Err(format!(
+                "{} sums do not split into {n_mat} experts",
+                self.sums.len()
+            ));
+        }
+        let ne0 = self.sums.len() / n_mat;
+        let mut e = vec![1.0f32; self.sums.len()];
+        for (j, &count) in self.counts.iter().enumerate() {
+            let count = count as f32;
+            if count > 0.0 {
+                for i in 0..ne0 {
+                    e[j * ne0 + i] = self.sums[j * ne0 + i] / count;
+                }
+            }
+        }
+        Ok(e)
+    }
+}
+
 /// A file as read by [`read`] (llama.cpp's `common_imatrix`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImatrixFile {
@@ -301,24 +326,7 @@ pub fn load(path: &Path) -> Result<Imatrix, ImatrixError> {
                 entry.sums.clone()
             }
         } else {
-            let n_mat = entry.counts.len();
-            if n_mat == 0 || !entry.sums.len().is_multiple_of(n_mat) {
-                return Err(bad(format!(
-                    "{} sums do not split into {n_mat} experts",
-                    entry.sums.len()
-                )));
-            }
-            let ne0 = entry.sums.len() / n_mat;
-            let mut e = vec![1.0f32; entry.sums.len()];
-            for (j, &count) in entry.counts.iter().enumerate() {
-                let count = count as f32;
-                if count > 0.0 {
-                    for i in 0..ne0 {
-                        e[j * ne0 + i] = entry.sums[j * ne0 + i] / count;
-                    }
-                }
-            }
-            e
+            entry.weights().map_err(bad)?
         };
         if let Some(v) = e.iter().find(|v| !v.is_finite()) {
             return Err(bad(format!("contains the non-finite value {v}")));
@@ -403,6 +411,25 @@ impl Collector {
             *c += n as i64;
             self.last_chunk = self.last_chunk.max((*c / self.chunk_size as i64) as i32);
         }
+    }
+
+    /// What the quantizer reads, as if this collection had been saved and loaded with [`load`].
+    pub fn to_imatrix(&self, dataset: &str) -> Result<Imatrix, ImatrixError> {
+        self.check()?;
+        let mut data = HashMap::new();
+        for (name, e) in &self.stats {
+            let w = e.weights().map_err(|msg| ImatrixError::Bad {
+                file: dataset.into(),
+                name: name.clone(),
+                msg,
+            })?;
+            data.insert(name.clone(), w);
+        }
+        Ok(Imatrix {
+            data,
+            datasets: vec![dataset.to_string()],
+            chunk_count: self.last_chunk.max(0) as u32,
+        })
     }
 
     /// Error if some weight's sums overflowed (llama-imatrix exits at once).
