@@ -511,23 +511,6 @@ fn quantize_layer(
                 e.insert(p);
             }
             match gptq::quantize_prepared(wm, rows, cols, &prepared[&input], ty, &gptq_opts) {
-                Ok(r) if std::env::var_os("KILN_CALIB_DEBUG").is_some() => {
-                    let h = st.hessian.as_ref().expect("collected for gptq");
-                    let deq = |b: &[u8]| {
-                        let mut o = vec![0f32; rows * cols];
-                        ggml_compat::quant::dequantize(ty, b, &mut o).unwrap();
-                        o
-                    };
-                    let rtn = quantize_rows(ty, wm, cols, rows, None, 1).unwrap();
-                    let imx = quantize_rows(ty, wm, cols, rows, Some(&importance), 1).unwrap();
-                    eprintln!(
-                        "{il} {m}: rtn {:.4e} imatrix {:.4e} gptq {:.4e}",
-                        gptq::output_error(wm, &deq(&rtn), cols, h),
-                        gptq::output_error(wm, &deq(&imx), cols, h),
-                        gptq::output_error(wm, &deq(&r.bytes), cols, h)
-                    );
-                    bytes = Some(r.bytes);
-                }
                 Ok(r) => {
                     line += &format!(" {m} gptq(damp {:.3}, loss {:.3e});", r.damp_used, r.loss);
                     bytes = Some(r.bytes);
