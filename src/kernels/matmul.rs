@@ -8,6 +8,7 @@
 //! executor. [`ScopedThreads`] spawns threads for each call with `std::thread::scope`; a
 //! persistent pool can implement the same trait and be passed to [`matmul_with`].
 
+use super::gemm::{self, GemmKernel};
 use super::{kernels, repack, VecDot};
 use ggml_compat::quant::{quantize_row, QuantError};
 use ggml_compat::GgmlType;
@@ -306,10 +307,13 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     // in other orders than the vec_dot: one for the tokens in whole groups of four (gemm), one
     // for the rest (gemv) (see `repack.rs`).
     let mut tail_dot = k.vec_dot;
+    // Whether some tokens take another kernel than the table's vec_dot.
+    let mut reordered = false;
     if w.ty == GgmlType::Q4_K && super::active_isa() != "scalar" && repack::q4_k_is_repacked(w.rows)
     {
         k.vec_dot = repack::vec_dot_q4_k_q8_k_gemm;
         tail_dot = repack::vec_dot_q4_k_q8_k_gemv;
+        reordered = true;
     }
     // ... and other K-quants of batches from 8 tokens through its tiled kernels.
     if w.ty == GgmlType::Q6_K
@@ -318,6 +322,7 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     {
         k.vec_dot = repack::vec_dot_q6_k_q8_k_tiled;
         tail_dot = k.vec_dot;
+        reordered = true;
     }
     let dots = Dots {
         head: k.vec_dot,
@@ -362,11 +367,18 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         buf
     };
     debug_assert_eq!(act.len(), n_tokens * act_row);
-    let tiles = Tiles::new(rows, n_tokens, par.threads());
+    // A batched kernel when every token takes the table's vec_dot (the Q4_K / Q6_K overrides
+    // above sum in other orders) and there is more than one token.
+    let batched = if n_tokens >= 2 && !reordered {
+        gemm::kernel(super::active_table().isa(), w.ty)
+    } else {
+        None
+    };
+    let tiles = Tiles::new(rows, n_tokens, par.threads(), batched.map_or(1, |g| g.rows));
     let dst = SharedOut::new(out);
     par.run(tiles.count(), &|i| {
         let (row_range, tok_range) = tiles.get(i);
-        tile(&dots, w, act, act_row, row_range, tok_range, &dst);
+        tile(&dots, batched, w, act, act_row, row_range, tok_range, &dst);
     });
     Ok(())
 }
@@ -378,9 +390,53 @@ struct Dots {
     tail_from: usize,
 }
 
-/// Computes one tile: weight rows outermost, so each row is read once per tile while the tile's
-/// activations stay in cache.
+/// Computes one task's tile: with a batched kernel, whole `g.rows` × `g.tokens` sub-tiles
+/// through it (weight rows outermost, so the task's activations stay in cache), and the rows and
+/// tokens left over one `vec_dot` each.
+#[allow(clippy::too_many_arguments)]
 fn tile(
+    k: &Dots,
+    batched: Option<GemmKernel>,
+    w: &WeightMatrix,
+    act: &[u8],
+    act_row: usize,
+    rows: std::ops::Range<usize>,
+    tokens: std::ops::Range<usize>,
+    dst: &SharedOut,
+) {
+    let mut r = rows.start;
+    if let Some(g) = batched {
+        let mut buf = [0f32; GemmKernel::MAX_OUT];
+        let buf = &mut buf[..g.rows * g.tokens];
+        while r + g.rows <= rows.end {
+            let w_rows = &w.data[r * w.row_bytes..];
+            let mut t = tokens.start;
+            while t + g.tokens <= tokens.end {
+                (g.run)(
+                    w.cols,
+                    w_rows,
+                    w.row_bytes,
+                    &act[t * act_row..],
+                    act_row,
+                    buf,
+                );
+                for (j, &v) in buf.iter().enumerate() {
+                    let (tt, rr) = (t + j / g.rows, r + j % g.rows);
+                    // SAFETY: as in `dots` below: (rr, tt) lies in this task's tile.
+                    unsafe { dst.write(tt * w.rows + rr, v) };
+                }
+                t += g.tokens;
+            }
+            dots(k, w, act, act_row, r..r + g.rows, t..tokens.end, dst);
+            r += g.rows;
+        }
+    }
+    dots(k, w, act, act_row, r..rows.end, tokens, dst);
+}
+
+/// One `vec_dot` per (row, token) pair: weight rows outermost, so each row is read once while
+/// the tokens' activations stay in cache.
+fn dots(
     k: &Dots,
     w: &WeightMatrix,
     act: &[u8],
@@ -402,7 +458,7 @@ fn tile(
     }
 }
 
-/// How the output is cut into tiles: row chunks (about four per thread, for balance) times
+/// How the output is cut into tasks: row chunks (about four per thread, for balance) times
 /// token chunks of at most [`Tiles::TOKENS`].
 struct Tiles {
     rows: usize,
@@ -414,9 +470,14 @@ struct Tiles {
 impl Tiles {
     const TOKENS: usize = 16;
 
-    fn new(rows: usize, tokens: usize, threads: usize) -> Self {
+    /// Row chunks are a multiple of `row_align` rows (a batched kernel's tile height), except
+    /// the last.
+    fn new(rows: usize, tokens: usize, threads: usize, row_align: usize) -> Self {
         let wanted = if threads <= 1 { 1 } else { 4 * threads };
-        let row_chunk = rows.div_ceil(wanted).max(1);
+        let row_chunk = rows
+            .div_ceil(wanted)
+            .next_multiple_of(row_align.max(1))
+            .max(1);
         Tiles {
             rows,
             tokens,
@@ -474,9 +535,17 @@ mod tests {
 
     #[test]
     fn tiles_cover_every_pair_once() {
-        for (rows, tokens, threads) in [(1, 1, 1), (7, 1, 3), (100, 37, 2), (5, 40, 8), (64, 16, 4)]
-        {
-            let t = Tiles::new(rows, tokens, threads);
+        for (rows, tokens, threads, align) in [
+            (1, 1, 1, 1),
+            (7, 1, 3, 1),
+            (100, 37, 2, 1),
+            (5, 40, 8, 1),
+            (64, 16, 4, 1),
+            (102, 37, 2, 4),
+            (3, 9, 2, 4),
+            (576, 512, 2, 4),
+        ] {
+            let t = Tiles::new(rows, tokens, threads, align);
             let mut seen = vec![0u8; rows * tokens];
             for i in 0..t.count() {
                 let (rr, tr) = t.get(i);
@@ -487,6 +556,10 @@ mod tests {
                 }
             }
             assert!(seen.iter().all(|&c| c == 1), "{rows}×{tokens} on {threads}");
+            for i in 0..t.count() {
+                let (rr, _) = t.get(i);
+                assert!(rr.start % align == 0, "{rows} rows aligned to {align}");
+            }
         }
     }
 

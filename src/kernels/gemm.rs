@@ -1,0 +1,130 @@
+//! Batched micro-kernels for prompt processing: one call computes a tile of `R` weight rows ×
+//! `T` tokens, so each weight block is loaded and unpacked once for `T` tokens and each
+//! activation block once for `R` rows (the idea of llamafile's tinyBLAS, which ggml's x86 build
+//! uses for batches).
+//!
+//! Every output is bit-identical to the active table's `vec_dot` for that (row, token): the
+//! integer parts of a block are exact in any order, and the float operations — which block's
+//! scale multiplies which lane, the fused multiply-adds in block order, the final horizontal
+//! sum — are the vec_dot's, only interleaved across rows and tokens. `matmul.rs` falls back to
+//! the vec_dot for the rows and tokens that do not fill a whole tile.
+
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_legacy;
+
+use super::Isa;
+use ggml_compat::GgmlType;
+
+/// A tile of `rows` weight rows × `tokens` tokens: `run(n, w, w_stride, a, a_stride, out)`
+/// reads `rows` weight rows of `n` elements starting every `w_stride` bytes of `w`, `tokens`
+/// activation rows starting every `a_stride` bytes of `a`, and writes
+/// `out[t * rows + r] = vec_dot(n, w row r, a row t)`.
+#[derive(Clone, Copy)]
+pub(super) struct GemmKernel {
+    pub rows: usize,
+    pub tokens: usize,
+    pub run: TileFn,
+}
+
+/// `run(n, w, w_stride, a, a_stride, out)` of a [`GemmKernel`].
+pub(super) type TileFn =
+    fn(n: usize, w: &[u8], w_stride: usize, a: &[u8], a_stride: usize, out: &mut [f32]);
+
+impl GemmKernel {
+    /// The most outputs (`rows × tokens`) a tile has.
+    pub const MAX_OUT: usize = 64;
+}
+
+/// The batched kernel of weight type `ty` for the table of `isa`, if there is one whose results
+/// equal that table's `vec_dot` bit for bit.
+pub(super) fn kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
+    match isa {
+        // The AVX-512 table's vec_dots of these types sum exactly as the AVX2 ones (ggml's),
+        // and so do these tiles.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            unsafe { x86_avx512_legacy::kernel(ty) }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{quantize_activations, table};
+    use ggml_compat::quant::quantize_row;
+
+    /// A tiny xorshift generator: values in (-4, 4), some blocks scaled way down or up.
+    fn values(seed: &mut u32, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 17;
+                *seed ^= *seed << 5;
+                let v = (*seed as f32 / u32::MAX as f32 - 0.5) * 8.0;
+                match (i / 32) % 7 {
+                    3 => v * 1e-3,
+                    5 => v * 50.0,
+                    _ => v,
+                }
+            })
+            .collect()
+    }
+
+    /// Each tile output equals the table's vec_dot bit for bit, for every type with a tile on
+    /// every instruction set this CPU runs, block counts odd and even.
+    #[test]
+    fn tiles_equal_vec_dot_bit_for_bit() {
+        let mut seed = 0x9e37_79b9u32;
+        let mut checked = 0;
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            let t = table(isa).unwrap();
+            for ty in crate::kernels::supported_types() {
+                let Some(g) = kernel(isa, ty) else { continue };
+                let k = t.get(ty).unwrap();
+                let block = ty.block_size().max(k.vec_dot_type.block_size());
+                for blocks in [1usize, 2, 3, 18, 25] {
+                    let n = block * blocks;
+                    let wb = ty.row_bytes(n as u64).unwrap() as usize;
+                    let ab = k.vec_dot_type.row_bytes(n as u64).unwrap() as usize;
+                    // Strides wider than a row, to catch a kernel that assumes packed rows.
+                    let (ws, as_) = (wb + 3, ab + 5);
+                    let mut w = vec![0u8; ws * g.rows];
+                    for r in 0..g.rows {
+                        let x = values(&mut seed, n);
+                        quantize_row(ty, &x, &mut w[r * ws..r * ws + wb], None).unwrap();
+                    }
+                    let mut a = vec![0u8; as_ * g.tokens];
+                    for t in 0..g.tokens {
+                        let x = values(&mut seed, n);
+                        let dst = &mut a[t * as_..t * as_ + ab];
+                        quantize_activations(k.vec_dot_type, &x, n, dst).unwrap();
+                    }
+                    let mut out = vec![f32::NAN; g.rows * g.tokens];
+                    (g.run)(n, &w, ws, &a, as_, &mut out);
+                    for r in 0..g.rows {
+                        for tok in 0..g.tokens {
+                            let want = (k.vec_dot)(
+                                n,
+                                &w[r * ws..r * ws + wb],
+                                &a[tok * as_..tok * as_ + ab],
+                            );
+                            let got = out[tok * g.rows + r];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{isa} {ty} {blocks} blocks, row {r} token {tok}: {got} vs {want}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if Isa::Avx512.is_available() {
+            assert!(checked > 0, "no tile kernel was tested");
+        }
+    }
+}
