@@ -10,6 +10,8 @@
 //! the vec_dot for the rows and tokens that do not fill a whole tile.
 
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_kquants;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
 
 use super::Isa;
@@ -35,9 +37,38 @@ impl GemmKernel {
     pub const MAX_OUT: usize = 64;
 }
 
-/// The batched kernel of weight type `ty` for the table of `isa`, if there is one whose results
-/// equal that table's `vec_dot` bit for bit.
-pub(super) fn kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
+/// Which per-pair function a tile must reproduce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Order {
+    /// The table's `vec_dot`.
+    VecDot,
+    /// `repack::vec_dot_q4_k_q8_k_gemm` (ggml's repacked Q4_K, tokens in groups of four).
+    Q4KGemm,
+    /// `repack::vec_dot_q6_k_q8_k_tiled` (ggml's tiled K-quant matmul).
+    Q6KTiled,
+}
+
+/// The batched kernel of weight type `ty` for the table of `isa` whose results equal `order`'s
+/// per-pair function bit for bit, if there is one.
+pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel> {
+    match order {
+        Order::VecDot => vec_dot_kernel(isa, ty),
+        #[cfg(target_arch = "x86_64")]
+        Order::Q4KGemm if ty == GgmlType::Q4_K && isa == Isa::Avx512 && isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            Some(unsafe { x86_avx512_kquants::q4_k_gemm_kernel() })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx512 && isa.is_available() => {
+            // SAFETY: as above.
+            Some(unsafe { x86_avx512_kquants::q6_k_tiled_kernel() })
+        }
+        _ => None,
+    }
+}
+
+/// The batched twin of the table's `vec_dot`.
+fn vec_dot_kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
     match isa {
         // The AVX-512 table's vec_dots of these types sum exactly as the AVX2 ones (ggml's),
         // and so do these tiles.
@@ -82,7 +113,9 @@ mod tests {
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             let t = table(isa).unwrap();
             for ty in crate::kernels::supported_types() {
-                let Some(g) = kernel(isa, ty) else { continue };
+                let Some(g) = kernel(isa, ty, Order::VecDot) else {
+                    continue;
+                };
                 let k = t.get(ty).unwrap();
                 let block = ty.block_size().max(k.vec_dot_type.block_size());
                 for blocks in [1usize, 2, 3, 18, 25] {
@@ -125,6 +158,108 @@ mod tests {
         }
         if Isa::Avx512.is_available() {
             assert!(checked > 0, "no tile kernel was tested");
+        }
+    }
+
+    /// The K-quant tiles equal `repack.rs`'s per-pair functions bit for bit.
+    #[test]
+    fn k_quant_tiles_equal_repack_order_bit_for_bit() {
+        use crate::kernels::repack;
+        let mut seed = 0x2545_f491u32;
+        let cases: [(GgmlType, Order, crate::kernels::VecDot); 2] = [
+            (
+                GgmlType::Q4_K,
+                Order::Q4KGemm,
+                repack::vec_dot_q4_k_q8_k_gemm,
+            ),
+            (
+                GgmlType::Q6_K,
+                Order::Q6KTiled,
+                repack::vec_dot_q6_k_q8_k_tiled,
+            ),
+        ];
+        let mut checked = 0;
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            for (ty, order, per_pair) in cases {
+                let Some(g) = kernel(isa, ty, order) else {
+                    continue;
+                };
+                for blocks in [1usize, 2, 3] {
+                    let n = 256 * blocks;
+                    let wb = ty.row_bytes(n as u64).unwrap() as usize;
+                    let ab = GgmlType::Q8_K.row_bytes(n as u64).unwrap() as usize;
+                    let (ws, as_) = (wb + 7, ab + 1);
+                    let mut w = vec![0u8; ws * g.rows];
+                    for r in 0..g.rows {
+                        let x = values(&mut seed, n);
+                        quantize_row(ty, &x, &mut w[r * ws..r * ws + wb], None).unwrap();
+                    }
+                    let mut a = vec![0u8; as_ * g.tokens];
+                    for t in 0..g.tokens {
+                        let x = values(&mut seed, n);
+                        let dst = &mut a[t * as_..t * as_ + ab];
+                        quantize_activations(GgmlType::Q8_K, &x, n, dst).unwrap();
+                    }
+                    let mut out = vec![f32::NAN; g.rows * g.tokens];
+                    (g.run)(n, &w, ws, &a, as_, &mut out);
+                    for r in 0..g.rows {
+                        for tok in 0..g.tokens {
+                            let want =
+                                per_pair(n, &w[r * ws..r * ws + wb], &a[tok * as_..tok * as_ + ab]);
+                            let got = out[tok * g.rows + r];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{isa} {ty} {blocks} blocks, row {r} token {tok}: {got} vs {want}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if Isa::Avx512.is_available() {
+            assert!(checked > 0, "no K-quant tile was tested");
+        }
+    }
+
+    /// Through `matmul` (tiles, partial tiles and tails on 1–3 threads), a repacked Q4_K matrix
+    /// gives the gemm order for the tokens in whole groups of four and the gemv order for the
+    /// rest, and Q6_K from 8 tokens the tiled order — bit for bit.
+    #[test]
+    fn matmul_keeps_the_k_quant_orders() {
+        use crate::kernels::{matmul, repack, WeightMatrix};
+        let mut seed = 0x1357_9bdfu32;
+        let (cols, n_tokens) = (512, 11);
+        for (ty, rows) in [(GgmlType::Q4_K, 24), (GgmlType::Q6_K, 13)] {
+            let wb = ty.row_bytes(cols as u64).unwrap() as usize;
+            let mut w = vec![0u8; wb * rows];
+            for row in w.chunks_exact_mut(wb) {
+                quantize_row(ty, &values(&mut seed, cols), row, None).unwrap();
+            }
+            let x = values(&mut seed, cols * n_tokens);
+            let ab = GgmlType::Q8_K.row_bytes(cols as u64).unwrap() as usize;
+            let mut a = vec![0u8; ab * n_tokens];
+            quantize_activations(GgmlType::Q8_K, &x, cols, &mut a).unwrap();
+            let wm = WeightMatrix::new("t", ty, rows, cols, &w).unwrap();
+            let scalar = crate::kernels::active_isa() == "scalar";
+            for threads in 1..=3 {
+                let mut out = vec![f32::NAN; rows * n_tokens];
+                matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
+                for t in 0..n_tokens {
+                    for r in 0..rows {
+                        let per_pair: crate::kernels::VecDot = match ty {
+                            _ if scalar => crate::kernels::kernels(ty).unwrap().vec_dot,
+                            GgmlType::Q4_K if t < 8 => repack::vec_dot_q4_k_q8_k_gemm,
+                            GgmlType::Q4_K => repack::vec_dot_q4_k_q8_k_gemv,
+                            _ => repack::vec_dot_q6_k_q8_k_tiled,
+                        };
+                        let want = per_pair(cols, wm.row(r).unwrap(), &a[t * ab..(t + 1) * ab]);
+                        let got = out[t * rows + r];
+                        assert_eq!(got.to_bits(), want.to_bits(), "{ty} [t {t}][r {r}]");
+                    }
+                }
+            }
         }
     }
 }

@@ -307,13 +307,15 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     // in other orders than the vec_dot: one for the tokens in whole groups of four (gemm), one
     // for the rest (gemv) (see `repack.rs`).
     let mut tail_dot = k.vec_dot;
-    // Whether some tokens take another kernel than the table's vec_dot.
-    let mut reordered = false;
+    // Which per-pair function the batched kernel must reproduce, and up to which token.
+    let mut order = gemm::Order::VecDot;
+    let mut batched_until = n_tokens;
     if w.ty == GgmlType::Q4_K && super::active_isa() != "scalar" && repack::q4_k_is_repacked(w.rows)
     {
         k.vec_dot = repack::vec_dot_q4_k_q8_k_gemm;
         tail_dot = repack::vec_dot_q4_k_q8_k_gemv;
-        reordered = true;
+        order = gemm::Order::Q4KGemm;
+        batched_until = n_tokens - n_tokens % 4;
     }
     // ... and other K-quants of batches from 8 tokens through its tiled kernels.
     if w.ty == GgmlType::Q6_K
@@ -322,7 +324,7 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     {
         k.vec_dot = repack::vec_dot_q6_k_q8_k_tiled;
         tail_dot = k.vec_dot;
-        reordered = true;
+        order = gemm::Order::Q6KTiled;
     }
     let dots = Dots {
         head: k.vec_dot,
@@ -367,10 +369,8 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         buf
     };
     debug_assert_eq!(act.len(), n_tokens * act_row);
-    // A batched kernel when every token takes the table's vec_dot (the Q4_K / Q6_K overrides
-    // above sum in other orders) and there is more than one token.
-    let batched = if n_tokens >= 2 && !reordered {
-        gemm::kernel(super::active_table().isa(), w.ty)
+    let batched = if n_tokens >= 2 {
+        gemm::kernel(super::active_table().isa(), w.ty, order)
     } else {
         None
     };
@@ -378,7 +378,8 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     let dst = SharedOut::new(out);
     par.run(tiles.count(), &|i| {
         let (row_range, tok_range) = tiles.get(i);
-        tile(&dots, batched, w, act, act_row, row_range, tok_range, &dst);
+        let batch = batched.map(|g| (g, batched_until));
+        tile(&dots, batch, w, act, act_row, row_range, tok_range, &dst);
     });
     Ok(())
 }
@@ -390,13 +391,13 @@ struct Dots {
     tail_from: usize,
 }
 
-/// Computes one task's tile: with a batched kernel, whole `g.rows` × `g.tokens` sub-tiles
-/// through it (weight rows outermost, so the task's activations stay in cache), and the rows and
-/// tokens left over one `vec_dot` each.
+/// Computes one task's tile: with a batched kernel (usable for tokens before `until`), whole
+/// `g.rows` × `g.tokens` sub-tiles through it (weight rows outermost, so the task's activations
+/// stay in cache), and the rows and tokens left over one `vec_dot` each.
 #[allow(clippy::too_many_arguments)]
 fn tile(
     k: &Dots,
-    batched: Option<GemmKernel>,
+    batched: Option<(GemmKernel, usize)>,
     w: &WeightMatrix,
     act: &[u8],
     act_row: usize,
@@ -405,13 +406,13 @@ fn tile(
     dst: &SharedOut,
 ) {
     let mut r = rows.start;
-    if let Some(g) = batched {
+    if let Some((g, until)) = batched {
         let mut buf = [0f32; GemmKernel::MAX_OUT];
         let buf = &mut buf[..g.rows * g.tokens];
         while r + g.rows <= rows.end {
             let w_rows = &w.data[r * w.row_bytes..];
             let mut t = tokens.start;
-            while t + g.tokens <= tokens.end {
+            while t + g.tokens <= tokens.end.min(until) {
                 (g.run)(
                     w.cols,
                     w_rows,
