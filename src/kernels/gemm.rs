@@ -10,6 +10,8 @@
 //! the vec_dot for the rows and tokens that do not fill a whole tile.
 
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_floats;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_kquants;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
@@ -70,11 +72,16 @@ pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel>
 /// The batched twin of the table's `vec_dot`.
 fn vec_dot_kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
     match isa {
-        // The AVX-512 table's vec_dots of these types sum exactly as the AVX2 ones (ggml's),
-        // and so do these tiles.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() && ty == GgmlType::F16 => {
+            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            Some(unsafe { x86_avx512_floats::f16_kernel() })
+        }
+        // The AVX-512 table's vec_dots of the 32-element types sum exactly as the AVX2 ones
+        // (ggml's), and so do these tiles.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if isa.is_available() => {
-            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            // SAFETY: as above.
             unsafe { x86_avx512_legacy::kernel(ty) }
         }
         _ => None,
@@ -118,7 +125,13 @@ mod tests {
                 };
                 let k = t.get(ty).unwrap();
                 let block = ty.block_size().max(k.vec_dot_type.block_size());
-                for blocks in [1usize, 2, 3, 18, 25] {
+                // F16 (blocks of 1): whole steps of 64, f64 tails, both.
+                let counts: &[usize] = if block == 1 {
+                    &[1, 63, 64, 130, 576, 705]
+                } else {
+                    &[1, 2, 3, 18, 25]
+                };
+                for &blocks in counts {
                     let n = block * blocks;
                     let wb = ty.row_bytes(n as u64).unwrap() as usize;
                     let ab = k.vec_dot_type.row_bytes(n as u64).unwrap() as usize;
@@ -127,7 +140,12 @@ mod tests {
                     let mut w = vec![0u8; ws * g.rows];
                     for r in 0..g.rows {
                         let x = values(&mut seed, n);
-                        quantize_row(ty, &x, &mut w[r * ws..r * ws + wb], None).unwrap();
+                        let dst = &mut w[r * ws..r * ws + wb];
+                        if ty.is_quantized() {
+                            quantize_row(ty, &x, dst, None).unwrap();
+                        } else {
+                            quantize_activations(ty, &x, n, dst).unwrap();
+                        }
                     }
                     let mut a = vec![0u8; as_ * g.tokens];
                     for t in 0..g.tokens {
