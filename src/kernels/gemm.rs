@@ -10,6 +10,8 @@
 //! the vec_dot for the rows and tokens that do not fill a whole tile.
 
 #[cfg(target_arch = "x86_64")]
+mod x86_avx2_kquants;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_floats;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_kquants;
@@ -64,6 +66,16 @@ pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel>
         Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx512 && isa.is_available() => {
             // SAFETY: as above.
             Some(unsafe { x86_avx512_kquants::q6_k_tiled_kernel() })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Order::Q4KGemm if ty == GgmlType::Q4_K && isa == Isa::Avx2 && isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX2 table (checked just above).
+            Some(unsafe { x86_avx2_kquants::q4_k_gemm_kernel() })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx2 && isa.is_available() => {
+            // SAFETY: as above.
+            Some(unsafe { x86_avx2_kquants::q6_k_tiled_kernel() })
         }
         _ => None,
     }

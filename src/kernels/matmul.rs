@@ -374,7 +374,8 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     } else {
         None
     };
-    let tiles = Tiles::new(rows, n_tokens, par.threads(), batched.map_or(1, |g| g.rows));
+    let (row_align, tok_align) = batched.map_or((1, 1), |g| (g.rows, g.tokens));
+    let tiles = Tiles::new(rows, n_tokens, par.threads(), row_align, tok_align);
     let dst = SharedOut::new(out);
     par.run(tiles.count(), &|i| {
         let (row_range, tok_range) = tiles.get(i);
@@ -421,10 +422,12 @@ fn tile(
                     act_row,
                     buf,
                 );
-                for (j, &v) in buf.iter().enumerate() {
-                    let (tt, rr) = (t + j / g.rows, r + j % g.rows);
-                    // SAFETY: as in `dots` below: (rr, tt) lies in this task's tile.
-                    unsafe { dst.write(tt * w.rows + rr, v) };
+                for (j, outs) in buf.chunks_exact(g.rows).enumerate() {
+                    let at = (t + j) * w.rows + r;
+                    for (i, &v) in outs.iter().enumerate() {
+                        // SAFETY: as in `dots` below: (r + i, t + j) lies in this task's tile.
+                        unsafe { dst.write(at + i, v) };
+                    }
                 }
                 t += g.tokens;
             }
@@ -460,20 +463,21 @@ fn dots(
 }
 
 /// How the output is cut into tasks: row chunks (about four per thread, for balance) times
-/// token chunks of at most [`Tiles::TOKENS`].
+/// token chunks of about [`Tiles::TOKENS`].
 struct Tiles {
     rows: usize,
     tokens: usize,
     row_chunk: usize,
     row_chunks: usize,
+    tok_chunk: usize,
 }
 
 impl Tiles {
     const TOKENS: usize = 16;
 
-    /// Row chunks are a multiple of `row_align` rows (a batched kernel's tile height), except
-    /// the last.
-    fn new(rows: usize, tokens: usize, threads: usize, row_align: usize) -> Self {
+    /// Row chunks are a multiple of `row_align` rows and token chunks of `tok_align` tokens (a
+    /// batched kernel's tile), except the last.
+    fn new(rows: usize, tokens: usize, threads: usize, row_align: usize, tok_align: usize) -> Self {
         let wanted = if threads <= 1 { 1 } else { 4 * threads };
         let row_chunk = rows
             .div_ceil(wanted)
@@ -484,20 +488,21 @@ impl Tiles {
             tokens,
             row_chunk,
             row_chunks: rows.div_ceil(row_chunk),
+            tok_chunk: Self::TOKENS.next_multiple_of(tok_align.max(1)),
         }
     }
 
     fn count(&self) -> usize {
-        self.row_chunks * self.tokens.div_ceil(Self::TOKENS)
+        self.row_chunks * self.tokens.div_ceil(self.tok_chunk)
     }
 
     fn get(&self, i: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
         let (rc, tc) = (i % self.row_chunks, i / self.row_chunks);
         let r0 = rc * self.row_chunk;
-        let t0 = tc * Self::TOKENS;
+        let t0 = tc * self.tok_chunk;
         (
             r0..(r0 + self.row_chunk).min(self.rows),
-            t0..(t0 + Self::TOKENS).min(self.tokens),
+            t0..(t0 + self.tok_chunk).min(self.tokens),
         )
     }
 }
@@ -546,7 +551,7 @@ mod tests {
             (3, 9, 2, 4),
             (576, 512, 2, 4),
         ] {
-            let t = Tiles::new(rows, tokens, threads, align);
+            let t = Tiles::new(rows, tokens, threads, align, align + 2);
             let mut seen = vec![0u8; rows * tokens];
             for i in 0..t.count() {
                 let (rr, tr) = t.get(i);
@@ -558,8 +563,13 @@ mod tests {
             }
             assert!(seen.iter().all(|&c| c == 1), "{rows}×{tokens} on {threads}");
             for i in 0..t.count() {
-                let (rr, _) = t.get(i);
+                let (rr, tr) = t.get(i);
                 assert!(rr.start % align == 0, "{rows} rows aligned to {align}");
+                assert!(
+                    tr.start % (align + 2) == 0,
+                    "{tokens} tokens aligned to {}",
+                    align + 2
+                );
             }
         }
     }

@@ -26,7 +26,7 @@ mod kind {
     pub const Q8_0: u8 = 4;
 }
 
-/// Rows per tile.
+/// Rows per tile (4 × 4 pairs measured no worse than 4 × 3, 3 × 4 or 2 × 4 here).
 const R: usize = 4;
 /// Token pairs per tile (`2P` tokens).
 const P: usize = 4;
