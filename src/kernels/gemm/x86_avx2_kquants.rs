@@ -13,15 +13,20 @@ use ggml_compat::QK_K;
 const R: usize = 4;
 const T: usize = 4;
 
-/// `[Σ v0, Σ v1, Σ v2, Σ v3]` of the 8 i32 lanes of each.
+/// `[Σ v0, Σ v1, Σ v2, Σ v3]` of the 8 i32 lanes of each: interleave-and-add within 128-bit
+/// lanes first, so one fold serves all four vectors.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn reduce4(v: [__m256i; 4]) -> __m128i {
-    let fold =
-        |v: __m256i| _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let (a, b) = (fold(v[0]), fold(v[1]));
-    let (c, d) = (fold(v[2]), fold(v[3]));
-    _mm_hadd_epi32(_mm_hadd_epi32(a, b), _mm_hadd_epi32(c, d))
+    let pair = |a: __m256i, b: __m256i| {
+        _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+    };
+    let (s01, s23) = (pair(v[0], v[1]), pair(v[2], v[3]));
+    let s = _mm256_add_epi32(
+        _mm256_unpacklo_epi64(s01, s23),
+        _mm256_unpackhi_epi64(s01, s23),
+    );
+    _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s))
 }
 
 /// The four tokens' Q8_K `d`s as 4 lanes; `y(t)` is token t's block offset in `a`.

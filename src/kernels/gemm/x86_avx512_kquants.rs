@@ -33,17 +33,22 @@ fn load512(b: &[u8]) -> __m512i {
     unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
 }
 
-/// `[Σ v0, Σ v1, Σ v2, Σ v3]` of the 16 i32 lanes of each (wrapping, as exact sums are).
+/// `[Σ v0, Σ v1, Σ v2, Σ v3]` of the 16 i32 lanes of each (wrapping, as exact sums are):
+/// interleave-and-add within 128-bit lanes first, so one fold serves all four vectors.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn reduce4(v: [__m512i; 4]) -> __m128i {
-    let fold = |v: __m512i| {
-        let a = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
-        _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a))
+    let pair = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
     };
-    let (a, b) = (fold(v[0]), fold(v[1]));
-    let (c, d) = (fold(v[2]), fold(v[3]));
-    _mm_hadd_epi32(_mm_hadd_epi32(a, b), _mm_hadd_epi32(c, d))
+    let (s01, s23) = (pair(v[0], v[1]), pair(v[2], v[3]));
+    // Each 128-bit lane: [part of Σ v0, of Σ v1, of Σ v2, of Σ v3].
+    let s = _mm512_add_epi32(
+        _mm512_unpacklo_epi64(s01, s23),
+        _mm512_unpackhi_epi64(s01, s23),
+    );
+    let a = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s));
+    _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a))
 }
 
 /// The four tokens' Q8_K `d`s of super-block `b` as 4 lanes.
