@@ -405,3 +405,56 @@ fn golden_quantized_types() {
         golden_case(ty);
     }
 }
+
+/// Every output of a batch equals the active table's single `vec_dot` for that (row, token),
+/// bit for bit — whether a batched kernel computed it or the per-pair fallback did — for odd
+/// row counts, token counts that leave partial tiles, odd and even block counts, 1–3 threads.
+/// (ggml's repack / tiled orders for Q4_K and Q6_K are kept out: 13 rows are not repacked, and
+/// Q6_K is checked only below the tiled batch size.) Run it under each `KILN_KERNELS`.
+#[test]
+fn batches_equal_single_vec_dots_bit_for_bit() {
+    for ty in supported_types() {
+        let k = kernels(ty).unwrap();
+        let block = ty.block_size().max(k.vec_dot_type.block_size());
+        let odd_cols = block * 9;
+        let even_cols = block * if block >= 256 { 2 } else { 18 };
+        for (cols, rows, n_tokens) in [
+            (odd_cols, 13, 19),
+            (even_cols, 37, 9),
+            (even_cols, 12, 2),
+            (odd_cols, 4, 33),
+        ] {
+            if ty == GgmlType::Q6_K && n_tokens >= 8 {
+                continue;
+            }
+            let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+            let w = values(rows * cols, 30 + ty.id() as u64);
+            let mut bytes = vec![0u8; rows * row_bytes];
+            for (src, dst) in w.chunks_exact(cols).zip(bytes.chunks_exact_mut(row_bytes)) {
+                if ty.is_quantized() {
+                    quantize_row(ty, src, dst, None).unwrap();
+                } else {
+                    quantize_activations(ty, src, cols, dst).unwrap();
+                }
+            }
+            let x = values(n_tokens * cols, 40 + ty.id() as u64);
+            let wm = WeightMatrix::new("blk.0.attn_q.weight", ty, rows, cols, &bytes).unwrap();
+            let out = run(&wm, &x, n_tokens);
+            let act_row = k.vec_dot_type.row_bytes(cols as u64).unwrap() as usize;
+            let mut act = vec![0u8; n_tokens * act_row];
+            quantize_activations(k.vec_dot_type, &x, cols, &mut act).unwrap();
+            for t in 0..n_tokens {
+                for r in 0..rows {
+                    let a = &act[t * act_row..(t + 1) * act_row];
+                    let want = (k.vec_dot)(cols, wm.row(r).unwrap(), a);
+                    let got = out[t * rows + r];
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{ty} {rows}×{cols}, {n_tokens} tokens: [t {t}][r {r}] {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! executor. [`ScopedThreads`] spawns threads for each call with `std::thread::scope`; a
 //! persistent pool can implement the same trait and be passed to [`matmul_with`].
 
+use super::gemm::{self, GemmKernel};
 use super::{kernels, repack, VecDot};
 use ggml_compat::quant::{quantize_row, QuantError};
 use ggml_compat::GgmlType;
@@ -306,10 +307,15 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     // in other orders than the vec_dot: one for the tokens in whole groups of four (gemm), one
     // for the rest (gemv) (see `repack.rs`).
     let mut tail_dot = k.vec_dot;
+    // Which per-pair function the batched kernel must reproduce, and up to which token.
+    let mut order = gemm::Order::VecDot;
+    let mut batched_until = n_tokens;
     if w.ty == GgmlType::Q4_K && super::active_isa() != "scalar" && repack::q4_k_is_repacked(w.rows)
     {
         k.vec_dot = repack::vec_dot_q4_k_q8_k_gemm;
         tail_dot = repack::vec_dot_q4_k_q8_k_gemv;
+        order = gemm::Order::Q4KGemm;
+        batched_until = n_tokens - n_tokens % 4;
     }
     // ... and other K-quants of batches from 8 tokens through its tiled kernels.
     if w.ty == GgmlType::Q6_K
@@ -318,6 +324,7 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     {
         k.vec_dot = repack::vec_dot_q6_k_q8_k_tiled;
         tail_dot = k.vec_dot;
+        order = gemm::Order::Q6KTiled;
     }
     let dots = Dots {
         head: k.vec_dot,
@@ -362,11 +369,18 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         buf
     };
     debug_assert_eq!(act.len(), n_tokens * act_row);
-    let tiles = Tiles::new(rows, n_tokens, par.threads());
+    let batched = if n_tokens >= 2 {
+        gemm::kernel(super::active_table().isa(), w.ty, order)
+    } else {
+        None
+    };
+    let (row_align, tok_align) = batched.map_or((1, 1), |g| (g.rows, g.tokens));
+    let tiles = Tiles::new(rows, n_tokens, par.threads(), row_align, tok_align);
     let dst = SharedOut::new(out);
     par.run(tiles.count(), &|i| {
         let (row_range, tok_range) = tiles.get(i);
-        tile(&dots, w, act, act_row, row_range, tok_range, &dst);
+        let batch = batched.map(|g| (g, batched_until));
+        tile(&dots, batch, w, act, act_row, row_range, tok_range, &dst);
     });
     Ok(())
 }
@@ -378,9 +392,55 @@ struct Dots {
     tail_from: usize,
 }
 
-/// Computes one tile: weight rows outermost, so each row is read once per tile while the tile's
-/// activations stay in cache.
+/// Computes one task's tile: with a batched kernel (usable for tokens before `until`), whole
+/// `g.rows` × `g.tokens` sub-tiles through it (weight rows outermost, so the task's activations
+/// stay in cache), and the rows and tokens left over one `vec_dot` each.
+#[allow(clippy::too_many_arguments)]
 fn tile(
+    k: &Dots,
+    batched: Option<(GemmKernel, usize)>,
+    w: &WeightMatrix,
+    act: &[u8],
+    act_row: usize,
+    rows: std::ops::Range<usize>,
+    tokens: std::ops::Range<usize>,
+    dst: &SharedOut,
+) {
+    let mut r = rows.start;
+    if let Some((g, until)) = batched {
+        let mut buf = [0f32; GemmKernel::MAX_OUT];
+        let buf = &mut buf[..g.rows * g.tokens];
+        while r + g.rows <= rows.end {
+            let w_rows = &w.data[r * w.row_bytes..];
+            let mut t = tokens.start;
+            while t + g.tokens <= tokens.end.min(until) {
+                (g.run)(
+                    w.cols,
+                    w_rows,
+                    w.row_bytes,
+                    &act[t * act_row..],
+                    act_row,
+                    buf,
+                );
+                for (j, outs) in buf.chunks_exact(g.rows).enumerate() {
+                    let at = (t + j) * w.rows + r;
+                    for (i, &v) in outs.iter().enumerate() {
+                        // SAFETY: as in `dots` below: (r + i, t + j) lies in this task's tile.
+                        unsafe { dst.write(at + i, v) };
+                    }
+                }
+                t += g.tokens;
+            }
+            dots(k, w, act, act_row, r..r + g.rows, t..tokens.end, dst);
+            r += g.rows;
+        }
+    }
+    dots(k, w, act, act_row, r..rows.end, tokens, dst);
+}
+
+/// One `vec_dot` per (row, token) pair: weight rows outermost, so each row is read once while
+/// the tokens' activations stay in cache.
+fn dots(
     k: &Dots,
     w: &WeightMatrix,
     act: &[u8],
@@ -402,40 +462,47 @@ fn tile(
     }
 }
 
-/// How the output is cut into tiles: row chunks (about four per thread, for balance) times
-/// token chunks of at most [`Tiles::TOKENS`].
+/// How the output is cut into tasks: row chunks (about four per thread, for balance) times
+/// token chunks of about [`Tiles::TOKENS`].
 struct Tiles {
     rows: usize,
     tokens: usize,
     row_chunk: usize,
     row_chunks: usize,
+    tok_chunk: usize,
 }
 
 impl Tiles {
     const TOKENS: usize = 16;
 
-    fn new(rows: usize, tokens: usize, threads: usize) -> Self {
+    /// Row chunks are a multiple of `row_align` rows and token chunks of `tok_align` tokens (a
+    /// batched kernel's tile), except the last.
+    fn new(rows: usize, tokens: usize, threads: usize, row_align: usize, tok_align: usize) -> Self {
         let wanted = if threads <= 1 { 1 } else { 4 * threads };
-        let row_chunk = rows.div_ceil(wanted).max(1);
+        let row_chunk = rows
+            .div_ceil(wanted)
+            .next_multiple_of(row_align.max(1))
+            .max(1);
         Tiles {
             rows,
             tokens,
             row_chunk,
             row_chunks: rows.div_ceil(row_chunk),
+            tok_chunk: Self::TOKENS.next_multiple_of(tok_align.max(1)),
         }
     }
 
     fn count(&self) -> usize {
-        self.row_chunks * self.tokens.div_ceil(Self::TOKENS)
+        self.row_chunks * self.tokens.div_ceil(self.tok_chunk)
     }
 
     fn get(&self, i: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
         let (rc, tc) = (i % self.row_chunks, i / self.row_chunks);
         let r0 = rc * self.row_chunk;
-        let t0 = tc * Self::TOKENS;
+        let t0 = tc * self.tok_chunk;
         (
             r0..(r0 + self.row_chunk).min(self.rows),
-            t0..(t0 + Self::TOKENS).min(self.tokens),
+            t0..(t0 + self.tok_chunk).min(self.tokens),
         )
     }
 }
@@ -474,9 +541,17 @@ mod tests {
 
     #[test]
     fn tiles_cover_every_pair_once() {
-        for (rows, tokens, threads) in [(1, 1, 1), (7, 1, 3), (100, 37, 2), (5, 40, 8), (64, 16, 4)]
-        {
-            let t = Tiles::new(rows, tokens, threads);
+        for (rows, tokens, threads, align) in [
+            (1, 1, 1, 1),
+            (7, 1, 3, 1),
+            (100, 37, 2, 1),
+            (5, 40, 8, 1),
+            (64, 16, 4, 1),
+            (102, 37, 2, 4),
+            (3, 9, 2, 4),
+            (576, 512, 2, 4),
+        ] {
+            let t = Tiles::new(rows, tokens, threads, align, align + 2);
             let mut seen = vec![0u8; rows * tokens];
             for i in 0..t.count() {
                 let (rr, tr) = t.get(i);
@@ -487,6 +562,15 @@ mod tests {
                 }
             }
             assert!(seen.iter().all(|&c| c == 1), "{rows}×{tokens} on {threads}");
+            for i in 0..t.count() {
+                let (rr, tr) = t.get(i);
+                assert!(rr.start % align == 0, "{rows} rows aligned to {align}");
+                assert!(
+                    tr.start % (align + 2) == 0,
+                    "{tokens} tokens aligned to {}",
+                    align + 2
+                );
+            }
         }
     }
 

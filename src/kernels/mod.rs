@@ -16,6 +16,7 @@
 #[cfg(target_arch = "aarch64")]
 mod aarch64_neon;
 mod act_quant;
+mod gemm;
 pub mod matmul;
 mod repack;
 pub mod scalar;

@@ -1,0 +1,297 @@
+//! Batched micro-kernels for prompt processing: one call computes a tile of `R` weight rows ×
+//! `T` tokens, so each weight block is loaded and unpacked once for `T` tokens and each
+//! activation block once for `R` rows (the idea of llamafile's tinyBLAS, which ggml's x86 build
+//! uses for batches).
+//!
+//! Every output is bit-identical to the active table's `vec_dot` for that (row, token): the
+//! integer parts of a block are exact in any order, and the float operations — which block's
+//! scale multiplies which lane, the fused multiply-adds in block order, the final horizontal
+//! sum — are the vec_dot's, only interleaved across rows and tokens. `matmul.rs` falls back to
+//! the vec_dot for the rows and tokens that do not fill a whole tile.
+
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2_kquants;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_floats;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_kquants;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_legacy;
+
+use super::Isa;
+use ggml_compat::GgmlType;
+
+/// A tile of `rows` weight rows × `tokens` tokens: `run(n, w, w_stride, a, a_stride, out)`
+/// reads `rows` weight rows of `n` elements starting every `w_stride` bytes of `w`, `tokens`
+/// activation rows starting every `a_stride` bytes of `a`, and writes
+/// `out[t * rows + r] = vec_dot(n, w row r, a row t)`.
+#[derive(Clone, Copy)]
+pub(super) struct GemmKernel {
+    pub rows: usize,
+    pub tokens: usize,
+    pub run: TileFn,
+}
+
+/// `run(n, w, w_stride, a, a_stride, out)` of a [`GemmKernel`].
+pub(super) type TileFn =
+    fn(n: usize, w: &[u8], w_stride: usize, a: &[u8], a_stride: usize, out: &mut [f32]);
+
+impl GemmKernel {
+    /// The most outputs (`rows × tokens`) a tile has.
+    pub const MAX_OUT: usize = 64;
+}
+
+/// Which per-pair function a tile must reproduce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Order {
+    /// The table's `vec_dot`.
+    VecDot,
+    /// `repack::vec_dot_q4_k_q8_k_gemm` (ggml's repacked Q4_K, tokens in groups of four).
+    Q4KGemm,
+    /// `repack::vec_dot_q6_k_q8_k_tiled` (ggml's tiled K-quant matmul).
+    Q6KTiled,
+}
+
+/// The batched kernel of weight type `ty` for the table of `isa` whose results equal `order`'s
+/// per-pair function bit for bit, if there is one.
+pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel> {
+    match order {
+        Order::VecDot => vec_dot_kernel(isa, ty),
+        #[cfg(target_arch = "x86_64")]
+        Order::Q4KGemm if ty == GgmlType::Q4_K && isa == Isa::Avx512 && isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            Some(unsafe { x86_avx512_kquants::q4_k_gemm_kernel() })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx512 && isa.is_available() => {
+            // SAFETY: as above.
+            Some(unsafe { x86_avx512_kquants::q6_k_tiled_kernel() })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Order::Q4KGemm if ty == GgmlType::Q4_K && isa == Isa::Avx2 && isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX2 table (checked just above).
+            Some(unsafe { x86_avx2_kquants::q4_k_gemm_kernel() })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx2 && isa.is_available() => {
+            // SAFETY: as above.
+            Some(unsafe { x86_avx2_kquants::q6_k_tiled_kernel() })
+        }
+        _ => None,
+    }
+}
+
+/// The batched twin of the table's `vec_dot`.
+fn vec_dot_kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() && ty == GgmlType::F16 => {
+            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            Some(unsafe { x86_avx512_floats::f16_kernel() })
+        }
+        // The AVX-512 table's vec_dots of the 32-element types sum exactly as the AVX2 ones
+        // (ggml's), and so do these tiles.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() => {
+            // SAFETY: as above.
+            unsafe { x86_avx512_legacy::kernel(ty) }
+        }
+        // AVX2 tiles for the 32-element types (4 × 2 and 2 × 2, `vpmaddubsw` without VNNI)
+        // measured no faster than the vec_dots, so the AVX2 table keeps those.
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{quantize_activations, table};
+    use ggml_compat::quant::quantize_row;
+
+    /// A tiny xorshift generator: values in (-4, 4), some blocks scaled way down or up.
+    fn values(seed: &mut u32, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 17;
+                *seed ^= *seed << 5;
+                let v = (*seed as f32 / u32::MAX as f32 - 0.5) * 8.0;
+                match (i / 32) % 7 {
+                    3 => v * 1e-3,
+                    5 => v * 50.0,
+                    _ => v,
+                }
+            })
+            .collect()
+    }
+
+    /// Each tile output equals the table's vec_dot bit for bit, for every type with a tile on
+    /// every instruction set this CPU runs, block counts odd and even.
+    #[test]
+    fn tiles_equal_vec_dot_bit_for_bit() {
+        let mut seed = 0x9e37_79b9u32;
+        let mut checked = 0;
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            let t = table(isa).unwrap();
+            for ty in crate::kernels::supported_types() {
+                let Some(g) = kernel(isa, ty, Order::VecDot) else {
+                    continue;
+                };
+                let k = t.get(ty).unwrap();
+                let block = ty.block_size().max(k.vec_dot_type.block_size());
+                // F16 (blocks of 1): whole steps of 64, f64 tails, both.
+                let counts: &[usize] = if block == 1 {
+                    &[1, 63, 64, 130, 576, 705]
+                } else {
+                    &[1, 2, 3, 18, 25]
+                };
+                for &blocks in counts {
+                    let n = block * blocks;
+                    let wb = ty.row_bytes(n as u64).unwrap() as usize;
+                    let ab = k.vec_dot_type.row_bytes(n as u64).unwrap() as usize;
+                    // Strides wider than a row, to catch a kernel that assumes packed rows.
+                    let (ws, as_) = (wb + 3, ab + 5);
+                    let mut w = vec![0u8; ws * g.rows];
+                    for r in 0..g.rows {
+                        let x = values(&mut seed, n);
+                        let dst = &mut w[r * ws..r * ws + wb];
+                        if ty.is_quantized() {
+                            quantize_row(ty, &x, dst, None).unwrap();
+                        } else {
+                            quantize_activations(ty, &x, n, dst).unwrap();
+                        }
+                    }
+                    let mut a = vec![0u8; as_ * g.tokens];
+                    for t in 0..g.tokens {
+                        let x = values(&mut seed, n);
+                        let dst = &mut a[t * as_..t * as_ + ab];
+                        quantize_activations(k.vec_dot_type, &x, n, dst).unwrap();
+                    }
+                    let mut out = vec![f32::NAN; g.rows * g.tokens];
+                    (g.run)(n, &w, ws, &a, as_, &mut out);
+                    for r in 0..g.rows {
+                        for tok in 0..g.tokens {
+                            let want = (k.vec_dot)(
+                                n,
+                                &w[r * ws..r * ws + wb],
+                                &a[tok * as_..tok * as_ + ab],
+                            );
+                            let got = out[tok * g.rows + r];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{isa} {ty} {blocks} blocks, row {r} token {tok}: {got} vs {want}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if Isa::Avx512.is_available() {
+            assert!(checked > 0, "no tile kernel was tested");
+        }
+    }
+
+    /// The K-quant tiles equal `repack.rs`'s per-pair functions bit for bit.
+    #[test]
+    fn k_quant_tiles_equal_repack_order_bit_for_bit() {
+        use crate::kernels::repack;
+        let mut seed = 0x2545_f491u32;
+        let cases: [(GgmlType, Order, crate::kernels::VecDot); 2] = [
+            (
+                GgmlType::Q4_K,
+                Order::Q4KGemm,
+                repack::vec_dot_q4_k_q8_k_gemm,
+            ),
+            (
+                GgmlType::Q6_K,
+                Order::Q6KTiled,
+                repack::vec_dot_q6_k_q8_k_tiled,
+            ),
+        ];
+        let mut checked = 0;
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            for (ty, order, per_pair) in cases {
+                let Some(g) = kernel(isa, ty, order) else {
+                    continue;
+                };
+                for blocks in [1usize, 2, 3] {
+                    let n = 256 * blocks;
+                    let wb = ty.row_bytes(n as u64).unwrap() as usize;
+                    let ab = GgmlType::Q8_K.row_bytes(n as u64).unwrap() as usize;
+                    let (ws, as_) = (wb + 7, ab + 1);
+                    let mut w = vec![0u8; ws * g.rows];
+                    for r in 0..g.rows {
+                        let x = values(&mut seed, n);
+                        quantize_row(ty, &x, &mut w[r * ws..r * ws + wb], None).unwrap();
+                    }
+                    let mut a = vec![0u8; as_ * g.tokens];
+                    for t in 0..g.tokens {
+                        let x = values(&mut seed, n);
+                        let dst = &mut a[t * as_..t * as_ + ab];
+                        quantize_activations(GgmlType::Q8_K, &x, n, dst).unwrap();
+                    }
+                    let mut out = vec![f32::NAN; g.rows * g.tokens];
+                    (g.run)(n, &w, ws, &a, as_, &mut out);
+                    for r in 0..g.rows {
+                        for tok in 0..g.tokens {
+                            let want =
+                                per_pair(n, &w[r * ws..r * ws + wb], &a[tok * as_..tok * as_ + ab]);
+                            let got = out[tok * g.rows + r];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{isa} {ty} {blocks} blocks, row {r} token {tok}: {got} vs {want}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if Isa::Avx512.is_available() {
+            assert!(checked > 0, "no K-quant tile was tested");
+        }
+    }
+
+    /// Through `matmul` (tiles, partial tiles and tails on 1–3 threads), a repacked Q4_K matrix
+    /// gives the gemm order for the tokens in whole groups of four and the gemv order for the
+    /// rest, and Q6_K from 8 tokens the tiled order — bit for bit.
+    #[test]
+    fn matmul_keeps_the_k_quant_orders() {
+        use crate::kernels::{matmul, repack, WeightMatrix};
+        let mut seed = 0x1357_9bdfu32;
+        let (cols, n_tokens) = (512, 11);
+        for (ty, rows) in [(GgmlType::Q4_K, 24), (GgmlType::Q6_K, 13)] {
+            let wb = ty.row_bytes(cols as u64).unwrap() as usize;
+            let mut w = vec![0u8; wb * rows];
+            for row in w.chunks_exact_mut(wb) {
+                quantize_row(ty, &values(&mut seed, cols), row, None).unwrap();
+            }
+            let x = values(&mut seed, cols * n_tokens);
+            let ab = GgmlType::Q8_K.row_bytes(cols as u64).unwrap() as usize;
+            let mut a = vec![0u8; ab * n_tokens];
+            quantize_activations(GgmlType::Q8_K, &x, cols, &mut a).unwrap();
+            let wm = WeightMatrix::new("t", ty, rows, cols, &w).unwrap();
+            let scalar = crate::kernels::active_isa() == "scalar";
+            for threads in 1..=3 {
+                let mut out = vec![f32::NAN; rows * n_tokens];
+                matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
+                for t in 0..n_tokens {
+                    for r in 0..rows {
+                        let per_pair: crate::kernels::VecDot = match ty {
+                            _ if scalar => crate::kernels::kernels(ty).unwrap().vec_dot,
+                            GgmlType::Q4_K if t < 8 => repack::vec_dot_q4_k_q8_k_gemm,
+                            GgmlType::Q4_K => repack::vec_dot_q4_k_q8_k_gemv,
+                            _ => repack::vec_dot_q6_k_q8_k_tiled,
+                        };
+                        let want = per_pair(cols, wm.row(r).unwrap(), &a[t * ab..(t + 1) * ab]);
+                        let got = out[t * rows + r];
+                        assert_eq!(got.to_bits(), want.to_bits(), "{ty} [t {t}][r {r}]");
+                    }
+                }
+            }
+        }
+    }
+}
