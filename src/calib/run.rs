@@ -155,12 +155,7 @@ impl InputStats {
         }
         self.rows += n as u64;
         if let Some(h) = &mut self.hessian {
-            let skip = if std::env::var_os("KILN_SKIP_BOS").is_some() {
-                self.cols
-            } else {
-                0
-            };
-            h.add(&x[skip..n * self.cols]);
+            h.add(&x[..n * self.cols]);
         }
     }
 
