@@ -63,6 +63,7 @@ fn opts(method: Method) -> CalibOptions {
         chunks: CHUNKS,
         threads: 2,
         awq_samples: 256,
+        gptq_damp: 0.01,
     }
 }
 

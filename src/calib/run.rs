@@ -91,6 +91,8 @@ pub struct CalibOptions {
     pub threads: usize,
     /// Activation rows kept per layer input for AWQ's searches.
     pub awq_samples: usize,
+    /// GPTQ's damping, as a fraction of the Hessian's mean diagonal.
+    pub gptq_damp: f64,
 }
 
 /// What calibration decided, for the quantizer.
@@ -468,7 +470,10 @@ fn quantize_layer(
     }
 
     // quantize each matrix and swap it in
-    let gptq_opts = GptqOptions::default();
+    let gptq_opts = GptqOptions {
+        damp: opts.gptq_damp,
+        ..GptqOptions::default()
+    };
     let mut prepared: HashMap<Input, Prepared> = HashMap::new();
     for &(m, input) in &WEIGHTS {
         let ty = ty_of(m)?;

@@ -61,6 +61,9 @@ pub struct CalibArgs {
     /// Tokens per calibration chunk.
     #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
     pub ctx: usize,
+    /// GPTQ damping: this fraction of the Hessian's mean diagonal is added to it.
+    #[arg(long, default_value_t = 0.01)]
+    pub gptq_damp: f64,
     /// Print what calibration did per layer (AWQ α and losses, GPTQ damping).
     #[arg(short = 'v', long)]
     pub verbose: bool,
@@ -119,6 +122,7 @@ pub fn quantize_calibrated(
             chunks: calib.chunks,
             threads: params.threads,
             awq_samples: 1024,
+            gptq_damp: calib.gptq_damp,
         };
         let (mut model, chunks) = run::load(input, &text, &name, &opts)?;
         eprintln!(
