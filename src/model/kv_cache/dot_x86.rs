@@ -1,0 +1,121 @@
+//! The single-token attention products of [`super::dot`] (`Order::VecDot`, ggml's
+//! `ggml_vec_dot_f16`) in AVX-512 F + F16C, reading the f16 cache directly. Each lane does the
+//! fused multiply-adds of the portable code in the same order and the reductions add the same
+//! pairs, so the results are bit-identical (tested in `dot.rs`).
+
+use super::super::vmath::LANES;
+use core::arch::x86_64::*;
+use half::f16;
+
+/// Elements per `ggml_vec_dot_f16` step: four 16-lane accumulators.
+pub const STEP: usize = 4 * LANES;
+
+/// Whether this CPU runs the functions of this file.
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// The 16 halves at `h[0..16]`, widened.
+#[inline]
+#[target_feature(enable = "avx512f,f16c")]
+fn load_f16(h: &[f16]) -> __m512 {
+    let h: &[f16; LANES] = h[..LANES].try_into().unwrap();
+    // SAFETY: `h` is 32 readable bytes; the load is unaligned.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(h.as_ptr().cast()) })
+}
+
+/// The 16 floats at `x[0..16]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load(x: &[f32]) -> __m512 {
+    let x: &[f32; LANES] = x[..LANES].try_into().unwrap();
+    // SAFETY: `x` is 16 readable floats; the load is unaligned.
+    unsafe { _mm512_loadu_ps(x.as_ptr()) }
+}
+
+/// Stores `v` to `x[0..16]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn store(x: &mut [f32], v: __m512) {
+    let x: &mut [f32; LANES] = (&mut x[..LANES]).try_into().unwrap();
+    // SAFETY: `x` is 16 writable floats; the store is unaligned.
+    unsafe { _mm512_storeu_ps(x.as_mut_ptr(), v) }
+}
+
+/// Across the lanes of `v` in GCC's `_mm512_reduce_add_ps` order (`vmath::reduce_add_16`):
+/// halves, then quarters, then `(q0 + q2) + (q1 + q3)`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce_add(v: __m512) -> f32 {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    let h = _mm256_add_ps(_mm512_castps512_ps256(v), hi);
+    let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+    let t = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)))
+}
+
+/// `k · q` as `dot::kq(Order::VecDot, ..)` with `k` still in f16. `k.len()` must be a multiple
+/// of [`STEP`] and `q.len() == k.len()`.
+#[target_feature(enable = "avx512f,f16c")]
+pub fn kq(k: &[f16], q: &[f32]) -> f32 {
+    debug_assert!(k.len().is_multiple_of(STEP) && q.len() == k.len());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for (k, q) in k.chunks_exact(STEP).zip(q.chunks_exact(STEP)) {
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(load_f16(&k[r * LANES..]), load(&q[r * LANES..]), *a);
+        }
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+    reduce_add(s)
+}
+
+/// `dot::kqv(Order::VecDot, ..)` with the value rows read as f16: `acc[lane][d]` gathers the
+/// positions `j` with `j % 64 == lane`, then every output `d` is reduced over the 64 lanes as
+/// `ggml_vec_dot_f16` reduces its four accumulators — for 16 outputs at a time. `o.len()` must
+/// be a multiple of 16.
+#[target_feature(enable = "avx512f,f16c")]
+pub fn kqv(v: &[f16], stride: usize, w: &[f32], o: &mut [f32], acc: &mut Vec<f32>) {
+    let hd = o.len();
+    debug_assert!(hd.is_multiple_of(LANES));
+    acc.clear();
+    acc.resize(STEP * hd, 0.0);
+    for (j, &wj) in w.iter().enumerate() {
+        if wj == 0.0 {
+            continue; // adds exactly zero
+        }
+        let row = &v[j * stride..][..hd];
+        let a = &mut acc[(j % STEP) * hd..][..hd];
+        let wv = _mm512_set1_ps(wj);
+        for (a, x) in a.chunks_exact_mut(LANES).zip(row.chunks_exact(LANES)) {
+            store(a, _mm512_fmadd_ps(load_f16(x), wv, load(a)));
+        }
+    }
+    for d in (0..hd).step_by(LANES) {
+        let lane = |l: usize| load(&acc[l * hd + d..]);
+        // s[l] = (a0[l] + a2[l]) + (a1[l] + a3[l]), a_r[l] being lane 16r + l.
+        let s: [__m512; LANES] = std::array::from_fn(|l| {
+            _mm512_add_ps(
+                _mm512_add_ps(lane(l), lane(2 * LANES + l)),
+                _mm512_add_ps(lane(LANES + l), lane(3 * LANES + l)),
+            )
+        });
+        // reduce_add_16 across s, every output at once.
+        let h: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(s[i], s[i + 8]));
+        let q: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(h[i], h[i + 4]));
+        let r = _mm512_add_ps(_mm512_add_ps(q[0], q[2]), _mm512_add_ps(q[1], q[3]));
+        store(&mut o[d..], r);
+    }
+}
+
+/// `x[i] = f16(x[i])` widened back, rounding to nearest even as F16C (and `half`) do.
+#[target_feature(enable = "avx512f,f16c")]
+pub fn round_to_f16(x: &mut [f32]) {
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(load(c));
+        store(c, _mm512_cvtph_ps(h));
+    }
+    for v in chunks.into_remainder() {
+        *v = f16::from_f32(*v).to_f32();
+    }
+}
