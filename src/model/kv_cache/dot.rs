@@ -14,18 +14,10 @@ use half::slice::HalfFloatSliceExt;
 #[cfg(target_arch = "x86_64")]
 use super::dot_x86;
 
-/// Whether `order` with rows of `head_dim` keys and `head_dim_v` values can take the AVX-512
-/// path of `dot_x86.rs`.
+/// Whether `order` with rows of `head_dim` keys can take the AVX-512 path of `dot_x86.rs`.
+#[cfg(target_arch = "x86_64")]
 fn use_x86(order: Order, head_dim: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        order == Order::VecDot && head_dim.is_multiple_of(STEP) && dot_x86::available()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (order, head_dim);
-        false
-    }
+    order == Order::VecDot && head_dim.is_multiple_of(STEP) && dot_x86::available()
 }
 
 /// `k · q` over one head as [`kq_lanes`], with `k` read from the f16 cache; `row` is room for
