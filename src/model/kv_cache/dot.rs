@@ -14,20 +14,25 @@ use half::slice::HalfFloatSliceExt;
 #[cfg(target_arch = "x86_64")]
 use super::dot_x86;
 
-/// Whether `order` with rows of `head_dim` keys can take the AVX-512 path of `dot_x86.rs`.
+/// Whether the AVX-512 path of `dot_x86.rs` can take rows of `len` elements in `order`.
 #[cfg(target_arch = "x86_64")]
-fn use_x86(order: Order, head_dim: usize) -> bool {
-    order == Order::VecDot && head_dim.is_multiple_of(STEP) && dot_x86::available()
+fn use_x86(order: Order, len: usize) -> bool {
+    len.is_multiple_of(order.lanes()) && dot_x86::available()
 }
 
 /// `k · q` over one head as [`kq_lanes`], with `k` read from the f16 cache; `row` is room for
 /// one widened key row.
 pub fn kq(order: Order, k: &[f16], q: &[f32], row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if use_x86(order, k.len()) && q.len() == k.len() {
-        // SAFETY: `use_x86` checked the CPU has AVX-512 F and F16C, and the lengths are whole
-        // steps.
-        return unsafe { dot_x86::kq(k, q) };
+    if q.len() == k.len() && use_x86(order, k.len()) {
+        // SAFETY: `use_x86` checked the CPU has AVX-512 F and F16C, and the length is whole
+        // steps of the order's accumulators (tinyBLAS then takes the row, as `kq_lanes` says).
+        return unsafe {
+            match order {
+                Order::TinyBlas => dot_x86::kq::<1>(k, q),
+                Order::VecDot => dot_x86::kq::<4>(k, q),
+            }
+        };
     }
     let row = &mut row[..k.len()];
     k.convert_to_f32_slice(row);
@@ -45,9 +50,14 @@ pub fn kqv(
     row: &mut Vec<f32>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if use_x86(order, STEP) && o.len().is_multiple_of(LANES) {
+    if use_x86(Order::TinyBlas, o.len()) {
         // SAFETY: `use_x86` checked the CPU has AVX-512 F and F16C; `o` is whole vectors.
-        return unsafe { dot_x86::kqv(v, stride, w, o, acc) };
+        return unsafe {
+            match order {
+                Order::TinyBlas => dot_x86::kqv::<1>(v, stride, w, o, acc),
+                Order::VecDot => dot_x86::kqv::<4>(v, stride, w, o, acc),
+            }
+        };
     }
     kqv_lanes(order, v, stride, w, o, acc, row)
 }
@@ -185,8 +195,14 @@ mod tests {
     /// lane-by-lane ones bit for bit, for one and several steps and every context length shape.
     #[test]
     fn kq_and_kqv_equal_lanes_bit_for_bit() {
+        for order in [Order::VecDot, Order::TinyBlas] {
+            check_order(order);
+        }
+    }
+
+    fn check_order(order: Order) {
         let mut seed = 0x2545_f491u32;
-        for hd in [64usize, 256] {
+        for hd in [48usize, 64, 256] {
             let stride = 3 * hd;
             for len in [1usize, 7, 64, 65, 200] {
                 let cache: Vec<f16> = (0..len * stride)
@@ -200,10 +216,10 @@ mod tests {
                     let want = {
                         let mut r = vec![0f32; hd];
                         k.convert_to_f32_slice(&mut r);
-                        kq_lanes(Order::VecDot, &r, &q)
+                        kq_lanes(order, &r, &q)
                     };
-                    let got = kq(Order::VecDot, k, &q, &mut row);
-                    assert_eq!(got.to_bits(), want.to_bits(), "kq hd {hd} j {j}");
+                    let got = kq(order, k, &q, &mut row);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{order:?} kq hd {hd} j {j}");
                 }
                 let mut w: Vec<f32> = (0..len).map(|_| noise(&mut seed, 1.0).abs()).collect();
                 w[len / 2] = 0.0;

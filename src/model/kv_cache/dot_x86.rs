@@ -1,14 +1,13 @@
-//! The single-token attention products of [`super::dot`] (`Order::VecDot`, ggml's
-//! `ggml_vec_dot_f16`) in AVX-512 F + F16C, reading the f16 cache directly. Each lane does the
-//! fused multiply-adds of the portable code in the same order and the reductions add the same
-//! pairs, so the results are bit-identical (tested in `dot.rs`).
+//! The attention products of [`super::dot`] in AVX-512 F + F16C, reading the f16 cache
+//! directly, for both of ggml's orders: `ACCS = 4` accumulators of 16 lanes is
+//! `ggml_vec_dot_f16` (`Order::VecDot`, one token), `ACCS = 1` is llamafile's tinyBLAS
+//! (`Order::TinyBlas`, a batch). Each lane does the fused multiply-adds of the portable code in
+//! the same order and the reductions add the same pairs, so the results are bit-identical
+//! (tested in `dot.rs`).
 
 use super::super::vmath::LANES;
 use core::arch::x86_64::*;
 use half::f16;
-
-/// Elements per `ggml_vec_dot_f16` step: four 16-lane accumulators.
-pub const STEP: usize = 4 * LANES;
 
 /// Whether this CPU runs the functions of this file.
 pub fn available() -> bool {
@@ -54,37 +53,56 @@ fn reduce_add(v: __m512) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)))
 }
 
-/// `k · q` as `dot::kq(Order::VecDot, ..)` with `k` still in f16. `k.len()` must be a multiple
-/// of [`STEP`] and `q.len() == k.len()`.
+/// `k · q` as `dot::kq_lanes` with `k` still in f16, `ACCS` (1 or 4) accumulators of 16
+/// lanes. `k.len()` must be a multiple of `16 · ACCS` and `q.len() == k.len()`.
 #[target_feature(enable = "avx512f,f16c")]
-pub fn kq(k: &[f16], q: &[f32]) -> f32 {
-    debug_assert!(k.len().is_multiple_of(STEP) && q.len() == k.len());
-    let mut acc = [_mm512_setzero_ps(); 4];
-    for (k, q) in k.chunks_exact(STEP).zip(q.chunks_exact(STEP)) {
+pub fn kq<const ACCS: usize>(k: &[f16], q: &[f32]) -> f32 {
+    let step = ACCS * LANES;
+    debug_assert!(k.len().is_multiple_of(step) && q.len() == k.len());
+    let mut acc = [_mm512_setzero_ps(); ACCS];
+    for (k, q) in k.chunks_exact(step).zip(q.chunks_exact(step)) {
         for (r, a) in acc.iter_mut().enumerate() {
             *a = _mm512_fmadd_ps(load_f16(&k[r * LANES..]), load(&q[r * LANES..]), *a);
         }
     }
-    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
-    reduce_add(s)
+    reduce_add(combine::<ACCS>(|r| acc[r]))
 }
 
-/// `dot::kqv(Order::VecDot, ..)` with the value rows read as f16: `acc[lane][d]` gathers the
-/// positions `j` with `j % 64 == lane`, then every output `d` is reduced over the 64 lanes as
-/// `ggml_vec_dot_f16` reduces its four accumulators — for 16 outputs at a time. `o.len()` must
-/// be a multiple of 16.
+/// Accumulator `a(r)` for `r < ACCS` joined as ggml joins them before the lane reduction: one
+/// is itself, four are `(a0 + a2) + (a1 + a3)`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn combine<const ACCS: usize>(a: impl Fn(usize) -> __m512) -> __m512 {
+    if ACCS == 4 {
+        _mm512_add_ps(_mm512_add_ps(a(0), a(2)), _mm512_add_ps(a(1), a(3)))
+    } else {
+        a(0)
+    }
+}
+
+/// `dot::kqv_lanes` with the value rows read as f16: `acc[lane][d]` gathers the positions `j`
+/// with `j % (16 · ACCS) == lane`, then every output `d` is reduced over those lanes as ggml
+/// reduces its `ACCS` accumulators — for 16 outputs at a time. `o.len()` must be a multiple of
+/// 16.
 #[target_feature(enable = "avx512f,f16c")]
-pub fn kqv(v: &[f16], stride: usize, w: &[f32], o: &mut [f32], acc: &mut Vec<f32>) {
+pub fn kqv<const ACCS: usize>(
+    v: &[f16],
+    stride: usize,
+    w: &[f32],
+    o: &mut [f32],
+    acc: &mut Vec<f32>,
+) {
     let hd = o.len();
+    let lanes = ACCS * LANES;
     debug_assert!(hd.is_multiple_of(LANES));
     acc.clear();
-    acc.resize(STEP * hd, 0.0);
+    acc.resize(lanes * hd, 0.0);
     for (j, &wj) in w.iter().enumerate() {
         if wj == 0.0 {
             continue; // adds exactly zero
         }
         let row = &v[j * stride..][..hd];
-        let a = &mut acc[(j % STEP) * hd..][..hd];
+        let a = &mut acc[(j % lanes) * hd..][..hd];
         let wv = _mm512_set1_ps(wj);
         for (a, x) in a.chunks_exact_mut(LANES).zip(row.chunks_exact(LANES)) {
             store(a, _mm512_fmadd_ps(load_f16(x), wv, load(a)));
@@ -92,13 +110,8 @@ pub fn kqv(v: &[f16], stride: usize, w: &[f32], o: &mut [f32], acc: &mut Vec<f32
     }
     for d in (0..hd).step_by(LANES) {
         let lane = |l: usize| load(&acc[l * hd + d..]);
-        // s[l] = (a0[l] + a2[l]) + (a1[l] + a3[l]), a_r[l] being lane 16r + l.
-        let s: [__m512; LANES] = std::array::from_fn(|l| {
-            _mm512_add_ps(
-                _mm512_add_ps(lane(l), lane(2 * LANES + l)),
-                _mm512_add_ps(lane(LANES + l), lane(3 * LANES + l)),
-            )
-        });
+        // s[l] joins the accumulators' lane l (a_r[l] is lane 16r + l).
+        let s: [__m512; LANES] = std::array::from_fn(|l| combine::<ACCS>(|r| lane(r * LANES + l)));
         // reduce_add_16 across s, every output at once.
         let h: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(s[i], s[i + 8]));
         let q: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(h[i], h[i + 4]));
