@@ -109,12 +109,26 @@ pub fn kqv<const ACCS: usize>(
         }
     }
     for d in (0..hd).step_by(LANES) {
-        let lane = |l: usize| load(&acc[l * hd + d..]);
-        // s[l] joins the accumulators' lane l (a_r[l] is lane 16r + l).
-        let s: [__m512; LANES] = std::array::from_fn(|l| combine::<ACCS>(|r| lane(r * LANES + l)));
+        // s[l] joins the accumulators' lane l (a_r[l] is lane 16r + l). Plain loops, not
+        // closures: a closure would not inherit this function's target features, and its
+        // loads would become calls.
+        let mut s = [_mm512_setzero_ps(); LANES];
+        for (l, s) in s.iter_mut().enumerate() {
+            let mut a = [_mm512_setzero_ps(); ACCS];
+            for (r, a) in a.iter_mut().enumerate() {
+                *a = load(&acc[(r * LANES + l) * hd + d..]);
+            }
+            *s = combine::<ACCS>(|r| a[r]);
+        }
         // reduce_add_16 across s, every output at once.
-        let h: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(s[i], s[i + 8]));
-        let q: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(h[i], h[i + 4]));
+        let mut h = [_mm512_setzero_ps(); 8];
+        for (i, h) in h.iter_mut().enumerate() {
+            *h = _mm512_add_ps(s[i], s[i + 8]);
+        }
+        let mut q = [_mm512_setzero_ps(); 4];
+        for (i, q) in q.iter_mut().enumerate() {
+            *q = _mm512_add_ps(h[i], h[i + 4]);
+        }
         let r = _mm512_add_ps(_mm512_add_ps(q[0], q[2]), _mm512_add_ps(q[1], q[3]));
         store(&mut o[d..], r);
     }
