@@ -11,6 +11,7 @@ const QK: usize = 32;
 
 /// `(d, qs)` of one block of 32: ggml's max-abs, `d = amax / 127`, `id = 127 / amax`,
 /// `qs = round_ties_even(x * id)`.
+#[inline(always)]
 fn block(x: &[f32], qs: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
@@ -21,27 +22,54 @@ fn block(x: &[f32], qs: &mut [i8]) -> f32 {
     d
 }
 
-/// One row of whole Q8_0 blocks (`d: f16`, 32 × `i8`) into `out` — ggml-cpu x86
-/// `quantize_row_q8_0`.
-pub fn quantize_row_q8_0_x86(x: &[f32], out: &mut [u8]) {
-    for (x, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(2 + QK)) {
-        let mut qs = [0i8; QK];
-        let d = block(x, &mut qs);
-        b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-        b[2..].copy_from_slice(bytemuck::cast_slice(&qs));
+/// Compiles `$body` twice — plainly and with AVX2 (whose SSE4.1 `roundps` rounds ties to even
+/// in one instruction, where the plain build calls libm's `rintf` per element) — behind one
+/// safe entry point. Both compute the same bits: every operation is an IEEE one.
+macro_rules! with_avx2 {
+    ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$m])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn fast($($arg: $ty),*) { body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+with_avx2! {
+    /// One row of whole Q8_0 blocks (`d: f16`, 32 × `i8`) into `out` — ggml-cpu x86
+    /// `quantize_row_q8_0`.
+    pub fn quantize_row_q8_0_x86(x: &[f32], out: &mut [u8]) {
+        for (x, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(2 + QK)) {
+            let mut qs = [0i8; QK];
+            let d = block(x, &mut qs);
+            b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+            b[2..].copy_from_slice(bytemuck::cast_slice(&qs));
+        }
     }
 }
 
-/// One row of whole Q8_1 blocks (`d: f16`, `s: f16`, 32 × `i8`) into `out` — ggml-cpu x86
-/// `quantize_row_q8_1`: `s = d * Σ qs` (the integer sum converted to f32).
-pub fn quantize_row_q8_1_x86(x: &[f32], out: &mut [u8]) {
-    for (x, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(4 + QK)) {
-        let mut qs = [0i8; QK];
-        let d = block(x, &mut qs);
-        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
-        b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-        b[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
-        b[4..].copy_from_slice(bytemuck::cast_slice(&qs));
+with_avx2! {
+    /// One row of whole Q8_1 blocks (`d: f16`, `s: f16`, 32 × `i8`) into `out` — ggml-cpu x86
+    /// `quantize_row_q8_1`: `s = d * Σ qs` (the integer sum converted to f32).
+    pub fn quantize_row_q8_1_x86(x: &[f32], out: &mut [u8]) {
+        for (x, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(4 + QK)) {
+            let mut qs = [0i8; QK];
+            let d = block(x, &mut qs);
+            let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+            b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+            b[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
+            b[4..].copy_from_slice(bytemuck::cast_slice(&qs));
+        }
     }
 }
 

@@ -26,8 +26,18 @@ pub fn vec_dot_q4_k_q8_k_gemm(n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q4_K · Q8_K in the order of ggml's x86 `ggml_gemv_q4_K_8x8_q8_K` (the activation rows left
-/// over after the groups of four): one fused update per super-block of 256.
+/// over after the groups of four): one fused update per super-block of 256. Runs the AVX2
+/// twin (`x86_avx2::k_quants`, bit-identical) where the CPU has it: this is decode's Q4_K path.
 pub fn vec_dot_q4_k_q8_k_gemv(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = super::x86_avx2::q4_k_gemv() {
+        return k(n, w, a);
+    }
+    vec_dot_q4_k_q8_k_gemv_portable(n, w, a)
+}
+
+/// [`vec_dot_q4_k_q8_k_gemv`] in portable Rust (the specification of the SIMD twin).
+pub fn vec_dot_q4_k_q8_k_gemv_portable(n: usize, w: &[u8], a: &[u8]) -> f32 {
     with_fma(n, w, a, body::<8>)
 }
 

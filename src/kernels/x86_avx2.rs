@@ -278,6 +278,17 @@ kernel_list!(
     TQ1_0 => k_quants::vec_dot_tq1_0_q8_k,
 );
 
+/// `repack::vec_dot_q4_k_q8_k_gemv` (ggml's `ggml_gemv_q4_K_8x8_q8_K` order) in AVX2, bit for
+/// bit the portable version, or `None` if this CPU lacks AVX2, FMA or F16C.
+pub(super) fn q4_k_gemv() -> Option<VecDot> {
+    fn wrapper(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        // SAFETY: handed out below only when the CPU has avx2, fma and f16c.
+        unsafe { k_quants::vec_dot_q4_k_q8_k_gemv(n, w, a) }
+    }
+    static K: std::sync::OnceLock<Option<VecDot>> = std::sync::OnceLock::new();
+    *K.get_or_init(|| super::Isa::Avx2.is_available().then_some(wrapper as VecDot))
+}
+
 /// The AVX2 kernels, by weight type (each has the `vec_dot_type` of the scalar table).
 ///
 /// # Safety
@@ -285,4 +296,47 @@ kernel_list!(
 /// them (`is_x86_feature_detected!`), as `KernelTable::build` does.
 pub(super) unsafe fn kernels() -> &'static [(GgmlType, VecDot)] {
     KERNELS
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::{quantize_activations, repack};
+    use ggml_compat::quant::quantize_row;
+    use ggml_compat::GgmlType;
+
+    /// The AVX2 Q4_K gemv equals the portable one bit for bit (1–6 super-blocks, rows with
+    /// outliers that push scales and mins to their 6-bit ends).
+    #[test]
+    fn q4_k_gemv_equals_portable_bit_for_bit() {
+        let Some(k) = super::q4_k_gemv() else { return };
+        let mut seed = 0xdead_beefu32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed as f32 / u32::MAX as f32 - 0.5) * 8.0
+        };
+        for blocks in 1..=6usize {
+            let n = 256 * blocks;
+            for row in 0..8 {
+                let w: Vec<f32> = (0..n)
+                    .map(|i| match row % 4 {
+                        1 if i % 37 == 0 => 300.0,
+                        2 => next().abs() + 1.0,
+                        _ => next() * next(),
+                    })
+                    .collect();
+                let a: Vec<f32> = (0..n).map(|_| next() * next()).collect();
+                let mut wq = vec![0u8; GgmlType::Q4_K.row_bytes(n as u64).unwrap() as usize];
+                quantize_row(GgmlType::Q4_K, &w, &mut wq, None).unwrap();
+                let mut aq = vec![0u8; GgmlType::Q8_K.row_bytes(n as u64).unwrap() as usize];
+                quantize_activations(GgmlType::Q8_K, &a, n, &mut aq).unwrap();
+                let (got, want) = (
+                    k(n, &wq, &aq),
+                    repack::vec_dot_q4_k_q8_k_gemv_portable(n, &wq, &aq),
+                );
+                assert_eq!(got.to_bits(), want.to_bits(), "{blocks} blocks, row {row}");
+            }
+        }
+    }
 }

@@ -3,9 +3,10 @@
 use super::vmath;
 use crate::kernels::matmul::Parallel;
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 
 mod dot;
+#[cfg(target_arch = "x86_64")]
+mod dot_x86;
 
 /// Keys and values of every layer for positions `0..len`.
 pub struct KvCache {
@@ -126,20 +127,6 @@ pub fn attention(
         let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let kvh = h / group;
         let qh = &q[(t * p.n_head + h) * p.head_dim..][..p.head_dim];
-        let q16: Vec<f32> = qh.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
-        // ggml's rows span the whole KV view (a multiple of 256 cells), so the soft_max's groups
-        // of 16 start at cell 0 and the padding (masked, weight 0) completes the last group.
-        let mut scores = vec![f32::NEG_INFINITY; (pos + 1).next_multiple_of(vmath::LANES)];
-        let mut row = vec![0f32; p.head_dim.max(p.head_dim_v)];
-        for (j, s) in scores.iter_mut().enumerate().take(pos + 1).skip(first) {
-            let k = &cache.k[il][j * cache.n_embd_k + kvh * p.head_dim..][..p.head_dim];
-            k.convert_to_f32_slice(&mut row[..p.head_dim]);
-            *s = dot::kq(order, &row[..p.head_dim], &q16) * p.kq_scale;
-        }
-        super::ops::softmax(&mut scores);
-        for s in scores.iter_mut() {
-            *s = f16::from_f32(*s).to_f32();
-        }
         // SAFETY: task (t, h) is the only writer of this head_dim_v-wide slice of `out`, which
         // outlives `par.run`; the bounds were asserted above.
         let o = unsafe {
@@ -148,18 +135,48 @@ pub fn attention(
                 p.head_dim_v,
             )
         };
-        let v = &cache.v[il][kvh * p.head_dim_v..];
-        let mut acc = Vec::new();
-        dot::kqv(
-            order,
-            v,
-            cache.n_embd_v,
-            &scores[..=pos],
-            o,
-            &mut acc,
-            &mut row,
-        );
+        SCRATCH.with_borrow_mut(|s| {
+            s.q16.clear();
+            s.q16.extend_from_slice(qh);
+            dot::round_to_f16(&mut s.q16);
+            // ggml's rows span the whole KV view (a multiple of 256 cells), so the soft_max's
+            // groups of 16 start at cell 0 and the padding (masked, weight 0) completes the last
+            // group.
+            s.scores.clear();
+            s.scores
+                .resize((pos + 1).next_multiple_of(vmath::LANES), f32::NEG_INFINITY);
+            s.row.resize(p.head_dim.max(p.head_dim_v), 0.0);
+            for j in first..=pos {
+                let k = &cache.k[il][j * cache.n_embd_k + kvh * p.head_dim..][..p.head_dim];
+                s.scores[j] = dot::kq(order, k, &s.q16, &mut s.row) * p.kq_scale;
+            }
+            super::ops::softmax(&mut s.scores);
+            dot::round_to_f16(&mut s.scores);
+            let v = &cache.v[il][kvh * p.head_dim_v..];
+            dot::kqv(
+                order,
+                v,
+                cache.n_embd_v,
+                &s.scores[..=pos],
+                o,
+                &mut s.acc,
+                &mut s.row,
+            );
+        });
     });
+}
+
+/// Per-thread buffers of one attention task, reused across tasks and calls.
+#[derive(Default)]
+struct Scratch {
+    q16: Vec<f32>,    // (head_dim) the query rounded to f16
+    scores: Vec<f32>, // (positions, rounded up to 16) q·k, then the softmax weights
+    row: Vec<f32>,    // (max(head_dim, head_dim_v)) one widened cache row
+    acc: Vec<f32>,    // (lanes, head_dim_v) the lane accumulators of kqv
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// The output pointer shared by attention tasks that write disjoint slices.

@@ -37,8 +37,15 @@ pub fn v_expf(x: f32) -> f32 {
         .mul_add(b, c::P1)
         .mul_add(u, c::P2.mul_add(b, c::P3))
         .mul_add(u, c::P4.mul_add(b, 1.0));
-    // scalef: j · 2^n rounded once (the f64 product is exact).
-    (j as f64 * 2f64.powi(n as i32)) as f32
+    // scalef: j · 2^n rounded once (the f64 product is exact; 2^n for |n| <= 192 is a normal
+    // f64, built from its exponent bits rather than with `powi`, which is a libcall).
+    (j as f64 * pow2(n as i32)) as f32
+}
+
+/// `2^n` as an f64, exactly, for `-1022 <= n <= 1023`.
+#[inline(always)]
+fn pow2(n: i32) -> f64 {
+    f64::from_bits(((n + 1023) as u64) << 52)
 }
 
 /// GCC's `_mm512_reduce_add_ps`: halves added, then quarters, then pairs.
@@ -75,11 +82,21 @@ macro_rules! with_fma {
 }
 pub(crate) use with_fma;
 
+/// `y = exp(x - max)` for each element, returning the sum in f64 — ggml's
+/// `ggml_vec_soft_max_f32` on AVX-512: whole groups of 16 through [`v_expf`], each group
+/// reduced in f32 ([`reduce_add_16`]) before joining the f64 sum; the tail through libm.
+pub fn soft_max_row(x: &mut [f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked just above).
+        return unsafe { x86::soft_max_row(x, max) };
+    }
+    soft_max_row_lanes(x, max)
+}
+
 with_fma! {
-    /// `y = exp(x - max)` for each element, returning the sum in f64 — ggml's
-    /// `ggml_vec_soft_max_f32` on AVX-512: whole groups of 16 through [`v_expf`], each group
-    /// reduced in f32 ([`reduce_add_16`]) before joining the f64 sum; the tail through libm.
-    pub fn soft_max_row(x: &mut [f32], max: f32) -> f64 {
+    /// [`soft_max_row`] one lane at a time (CPUs without AVX-512, and the tests' reference).
+    pub fn soft_max_row_lanes(x: &mut [f32], max: f32) -> f64 {
         let mut sum = 0f64;
         let mut groups = x.chunks_exact_mut(LANES);
         for g in &mut groups {
@@ -90,25 +107,127 @@ with_fma! {
             }
             sum += reduce_add_16(&v) as f64;
         }
-        for x in groups.into_remainder() {
-            *x = (*x - max).exp();
-            sum += *x as f64;
-        }
-        sum
+        soft_max_tail(groups.into_remainder(), max, sum)
     }
 }
 
+/// The elements past the last whole group of [`soft_max_row`], through libm's `expf`.
+fn soft_max_tail(x: &mut [f32], max: f32, mut sum: f64) -> f64 {
+    for x in x {
+        *x = (*x - max).exp();
+        sum += *x as f64;
+    }
+    sum
+}
+
+/// `gate = silu(gate) * up` — ggml's `ggml_vec_swiglu_f32` on AVX-512: groups of 16 as
+/// `x / (1 + v_expf(0 - x)) * g`, the tail with libm's `expf`.
+pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked just above).
+        return unsafe { x86::swiglu_row(gate, up) };
+    }
+    swiglu_row_lanes(gate, up)
+}
+
 with_fma! {
-    /// `gate = silu(gate) * up` — ggml's `ggml_vec_swiglu_f32` on AVX-512: groups of 16 as
-    /// `x / (1 + v_expf(0 - x)) * g`, the tail with libm's `expf`.
-    pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
+    /// [`swiglu_row`] one lane at a time (CPUs without AVX-512, and the tests' reference).
+    pub fn swiglu_row_lanes(gate: &mut [f32], up: &[f32]) {
         let whole = gate.len() / LANES * LANES;
         for (g, &u) in gate[..whole].iter_mut().zip(&up[..whole]) {
             *g = *g / (1.0 + v_expf(0.0 - *g)) * u;
         }
-        for (g, &u) in gate[whole..].iter_mut().zip(&up[whole..]) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
+        swiglu_tail(&mut gate[whole..], &up[whole..]);
+    }
+}
+
+/// The elements past the last whole group of [`swiglu_row`], through libm's `expf`.
+fn swiglu_tail(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// The AVX-512 bodies of the row functions: ggml's intrinsics, 16 lanes per instruction. Each
+/// lane computes exactly what [`v_expf`] computes (tested bit for bit below).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{c, reduce_add_16, LANES};
+    use core::arch::x86_64::*;
+
+    /// ggml's AVX-512 `ggml_v_expf`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn v_expf(x: __m512) -> __m512 {
+        let set = _mm512_set1_ps;
+        let r = set(c::SHIFTER);
+        let z = _mm512_fmadd_ps(x, set(c::LOG2E), r);
+        let n = _mm512_sub_ps(z, r);
+        let b = _mm512_fnmadd_ps(n, set(c::LN2_LO), _mm512_fnmadd_ps(n, set(c::LN2_HI), x));
+        let d = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), set(192.0));
+        let u = _mm512_mul_ps(b, b);
+        let j = _mm512_fmadd_ps(
+            _mm512_fmadd_ps(
+                _mm512_fmadd_ps(set(c::P0), b, set(c::P1)),
+                u,
+                _mm512_fmadd_ps(set(c::P2), b, set(c::P3)),
+            ),
+            u,
+            _mm512_fmadd_ps(set(c::P4), b, set(1.0)),
+        );
+        let res = _mm512_scalef_ps(j, n);
+        if d == 0 {
+            return res;
         }
+        let zero = _mm512_setzero_ps();
+        let alt = _mm512_mask_blend_ps(
+            _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, zero),
+            set(f32::INFINITY),
+            zero,
+        );
+        _mm512_mask_blend_ps(d, res, alt)
+    }
+
+    /// [`super::soft_max_row`].
+    #[target_feature(enable = "avx512f")]
+    pub fn soft_max_row(x: &mut [f32], max: f32) -> f64 {
+        let mut sum = 0f64;
+        let mut groups = x.chunks_exact_mut(LANES);
+        for g in &mut groups {
+            let g: &mut [f32; LANES] = g.try_into().unwrap();
+            // SAFETY: `g` is 16 floats; the loads and stores are unaligned.
+            let v = unsafe { _mm512_loadu_ps(g.as_ptr()) };
+            let e = v_expf(_mm512_sub_ps(v, _mm512_set1_ps(max)));
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(g.as_mut_ptr(), e) };
+            sum += reduce_add_16(g) as f64;
+        }
+        super::soft_max_tail(groups.into_remainder(), max, sum)
+    }
+
+    /// [`super::swiglu_row`].
+    #[target_feature(enable = "avx512f")]
+    pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
+        let n = gate.len().min(up.len());
+        let whole = n / LANES * LANES;
+        let one = _mm512_set1_ps(1.0);
+        for (g, u) in gate[..whole]
+            .chunks_exact_mut(LANES)
+            .zip(up[..whole].chunks_exact(LANES))
+        {
+            // SAFETY: `g` and `u` are 16 floats each; the loads and stores are unaligned.
+            unsafe {
+                let x = _mm512_loadu_ps(g.as_ptr());
+                let e = v_expf(_mm512_sub_ps(_mm512_setzero_ps(), x));
+                let silu = _mm512_div_ps(x, _mm512_add_ps(one, e));
+                _mm512_storeu_ps(
+                    g.as_mut_ptr(),
+                    _mm512_mul_ps(silu, _mm512_loadu_ps(u.as_ptr())),
+                );
+            }
+        }
+        super::swiglu_tail(&mut gate[whole..n], &up[whole..n]);
     }
 }
 
@@ -138,5 +257,50 @@ mod tests {
         let want: f64 = (0..21).map(|i| ((i as f32 * 0.1 - 2.0).exp()) as f64).sum();
         assert!((sum - want).abs() < 1e-5);
         assert_eq!(x[20], (0.0f32).exp());
+    }
+
+    /// The AVX-512 row functions compute the lane-by-lane ones bit for bit, over inputs that
+    /// reach every branch of `v_expf` (saturation both ways, NaN, subnormal results).
+    #[test]
+    fn avx512_rows_equal_lanes_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let mut seed = 0x9e37_79b9u32;
+            let mut x: Vec<f32> = (0..4099)
+                .map(|i| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let u = seed as f32 / u32::MAX as f32 - 0.5;
+                    match i % 7 {
+                        0 => u * 400.0,
+                        1 => u * 30.0,
+                        2 => -87.0 - u * 40.0,
+                        _ => u * 6.0,
+                    }
+                })
+                .collect();
+            x[5] = f32::NAN;
+            x[17] = f32::INFINITY;
+            x[18] = f32::NEG_INFINITY;
+            let up: Vec<f32> = x.iter().map(|v| v.sin() * 3.0).collect();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            for len in [0usize, 15, 16, 31, 1536, 4099] {
+                let (mut a, mut b) = (x[..len].to_vec(), x[..len].to_vec());
+                // SAFETY: the CPU has AVX-512 F (checked above).
+                unsafe { x86::swiglu_row(&mut a, &up[..len]) };
+                swiglu_row_lanes(&mut b, &up[..len]);
+                assert_eq!(bits(&a), bits(&b), "swiglu {len}");
+                let (mut a, mut b) = (x[..len].to_vec(), x[..len].to_vec());
+                a.iter_mut()
+                    .chain(b.iter_mut())
+                    .for_each(|v| *v = v.clamp(-300.0, 0.0));
+                // SAFETY: as above.
+                let sa = unsafe { x86::soft_max_row(&mut a, 0.0) };
+                let sb = soft_max_row_lanes(&mut b, 0.0);
+                assert_eq!(bits(&a), bits(&b), "soft_max {len}");
+                assert_eq!(sa.to_bits(), sb.to_bits(), "soft_max sum {len}");
+            }
+        }
     }
 }

@@ -71,6 +71,61 @@ pub(super) fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     hsum_float_8(acc) + _mm_cvtss_f32(acc_m)
 }
 
+/// Q4_K · Q8_K in the order of ggml's x86 `ggml_gemv_q4_K_8x8_q8_K`, bit for bit what the
+/// portable `repack::vec_dot_q4_k_q8_k_gemv_portable` computes: per super-block the exact
+/// integer sums `isum = Σ scale_s · Σ q·y` and `imin = Σ min_s · (bsum_2s + bsum_2s+1)` (any
+/// order: integers), then `acc = fma(isum, d·d8, acc)`, `acc_min = fma(imin, dmin·d8,
+/// acc_min)`; the result is `acc − acc_min`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn vec_dot_q4_k_q8_k_gemv(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let (mut acc, mut acc_min) = (0f32, 0f32);
+    for (x, y) in blocks::<Q4K, Q8K>(n, QK_K, w, a) {
+        let yd = f32_at(&y[0..]);
+        let (xd, xdmin) = fp16x2(&x[0..]);
+        let u = k4_utmp(&x[4..16]);
+        // scales: bytes of words 0, 1; mins: bytes of words 2, 3.
+        let mut sm = [0u8; 16];
+        for (b, w) in sm.chunks_exact_mut(4).zip(u) {
+            b.copy_from_slice(&w.to_le_bytes());
+        }
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..QK_K / 64 {
+            let q4 = load256(&x[16 + 32 * j..]);
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+            let yl = load256(&y[Q8K_QS + 64 * j..]);
+            let yh = load256(&y[Q8K_QS + 64 * j + 32..]);
+            let sl = _mm256_set1_epi16(sm[2 * j] as i16);
+            let sh = _mm256_set1_epi16(sm[2 * j + 1] as i16);
+            let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, yl), sl);
+            let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yh), sh);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        let s4 = _mm_add_epi32(
+            _mm256_castsi256_si128(sumi),
+            _mm256_extracti128_si256::<1>(sumi),
+        );
+        let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b01_00_11_10>(s4));
+        let isum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32::<0b10_11_00_01>(s2)));
+        // Σ min_s · (bsum_2s + bsum_2s+1): the 16 bsums paired by one madd with the mins
+        // widened to i16 (each twice), then summed.
+        let bsums = load256(&y[Q8K_BSUMS..]);
+        let m8 = _mm_cvtsi64_si128(u64::from_le_bytes(sm[8..].try_into().unwrap()) as i64);
+        let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+        let pm = _mm256_madd_epi16(bsums, mins);
+        let m4s = _mm_add_epi32(
+            _mm256_castsi256_si128(pm),
+            _mm256_extracti128_si256::<1>(pm),
+        );
+        let m2s = _mm_add_epi32(m4s, _mm_shuffle_epi32::<0b01_00_11_10>(m4s));
+        let imin = _mm_cvtsi128_si32(_mm_add_epi32(m2s, _mm_shuffle_epi32::<0b10_11_00_01>(m2s)));
+        acc = (isum as f32).mul_add(xd * yd, acc);
+        acc_min = (imin as f32).mul_add(xdmin * yd, acc_min);
+    }
+    acc - acc_min
+}
+
 /// The two high bits of a Q6_K quant (`shifted & 3`) moved to bits 4..6.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -11,6 +11,69 @@ use super::super::vmath::{reduce_add_16, LANES};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+#[cfg(target_arch = "x86_64")]
+use super::dot_x86;
+
+/// Whether the AVX-512 path of `dot_x86.rs` can take rows of `len` elements in `order`.
+#[cfg(target_arch = "x86_64")]
+fn use_x86(order: Order, len: usize) -> bool {
+    len.is_multiple_of(order.lanes()) && dot_x86::available()
+}
+
+/// `k · q` over one head as [`kq_lanes`], with `k` read from the f16 cache; `row` is room for
+/// one widened key row.
+pub fn kq(order: Order, k: &[f16], q: &[f32], row: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if q.len() == k.len() && use_x86(order, k.len()) {
+        // SAFETY: `use_x86` checked the CPU has AVX-512 F and F16C, and the length is whole
+        // steps of the order's accumulators (tinyBLAS then takes the row, as `kq_lanes` says).
+        return unsafe {
+            match order {
+                Order::TinyBlas => dot_x86::kq::<1>(k, q),
+                Order::VecDot => dot_x86::kq::<4>(k, q),
+            }
+        };
+    }
+    let row = &mut row[..k.len()];
+    k.convert_to_f32_slice(row);
+    kq_lanes(order, row, q)
+}
+
+/// One head of `mul_mat(v, kq)` as [`kqv_lanes`] (see there).
+pub fn kqv(
+    order: Order,
+    v: &[f16],
+    stride: usize,
+    w: &[f32],
+    o: &mut [f32],
+    acc: &mut Vec<f32>,
+    row: &mut Vec<f32>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if use_x86(Order::TinyBlas, o.len()) {
+        // SAFETY: `use_x86` checked the CPU has AVX-512 F and F16C; `o` is whole vectors.
+        return unsafe {
+            match order {
+                Order::TinyBlas => dot_x86::kqv::<1>(v, stride, w, o, acc),
+                Order::VecDot => dot_x86::kqv::<4>(v, stride, w, o, acc),
+            }
+        };
+    }
+    kqv_lanes(order, v, stride, w, o, acc, row)
+}
+
+/// `x[i] = f16(x[i])` widened back (round to nearest even).
+pub fn round_to_f16(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if dot_x86::available() {
+        // SAFETY: the CPU has AVX-512 F and F16C (checked just above).
+        return unsafe { dot_x86::round_to_f16(x) };
+    }
+    for v in x {
+        *v = f16::from_f32(*v).to_f32();
+    }
+}
+
 /// Which of ggml's two F16 matmul paths to follow.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Order {
@@ -53,7 +116,7 @@ impl Order {
 super::super::vmath::with_fma! {
     /// `k · q` over one head: `k` (the cache row, already widened from f16) times `q` (already
     /// rounded to f16, as ggml converts the f32 queries to the cache type before the product).
-    pub fn kq(order: Order, k: &[f32], q: &[f32]) -> f32 {
+    pub fn kq_lanes(order: Order, k: &[f32], q: &[f32]) -> f32 {
         // tinyBLAS declines a row it cannot split into whole vectors; vec_dot_f16 then runs.
         let order = if order == Order::TinyBlas && !k.len().is_multiple_of(LANES) {
             Order::VecDot
@@ -83,7 +146,7 @@ super::super::vmath::with_fma! {
     /// cache, whose rows (one per output `d`) run over all cells; cells past `w` hold weight 0,
     /// and ggml's rows are whole vectors (the cache view is a multiple of 256 cells). `acc` is
     /// scratch space, `row` room for one widened value row.
-    pub fn kqv(
+    pub fn kqv_lanes(
         order: Order,
         v: &[f16],
         stride: usize,
@@ -114,5 +177,91 @@ super::super::vmath::with_fma! {
             }
             *o = order.reduce(&lane_vals[..lanes]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(seed: &mut u32, scale: f32) -> f32 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 17;
+        *seed ^= *seed << 5;
+        (*seed as f32 / u32::MAX as f32 - 0.5) * scale
+    }
+
+    /// The f16-reading products (the AVX-512 path where the CPU has it) equal the portable
+    /// lane-by-lane ones bit for bit, for one and several steps and every context length shape.
+    #[test]
+    fn kq_and_kqv_equal_lanes_bit_for_bit() {
+        for order in [Order::VecDot, Order::TinyBlas] {
+            check_order(order);
+        }
+    }
+
+    fn check_order(order: Order) {
+        let mut seed = 0x2545_f491u32;
+        for hd in [48usize, 64, 256] {
+            let stride = 3 * hd;
+            for len in [1usize, 7, 64, 65, 200] {
+                let cache: Vec<f16> = (0..len * stride)
+                    .map(|_| f16::from_f32(noise(&mut seed, 6.0)))
+                    .collect();
+                let mut q: Vec<f32> = (0..hd).map(|_| noise(&mut seed, 4.0)).collect();
+                round_to_f16(&mut q);
+                let mut row = vec![0f32; hd];
+                for j in 0..len {
+                    let k = &cache[j * stride + hd..][..hd];
+                    let want = {
+                        let mut r = vec![0f32; hd];
+                        k.convert_to_f32_slice(&mut r);
+                        kq_lanes(order, &r, &q)
+                    };
+                    let got = kq(order, k, &q, &mut row);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{order:?} kq hd {hd} j {j}");
+                }
+                let mut w: Vec<f32> = (0..len).map(|_| noise(&mut seed, 1.0).abs()).collect();
+                w[len / 2] = 0.0;
+                round_to_f16(&mut w);
+                let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
+                let (mut acc, mut row) = (Vec::new(), Vec::new());
+                kqv(
+                    Order::VecDot,
+                    &cache[hd..],
+                    stride,
+                    &w,
+                    &mut a,
+                    &mut acc,
+                    &mut row,
+                );
+                kqv_lanes(
+                    Order::VecDot,
+                    &cache[hd..],
+                    stride,
+                    &w,
+                    &mut b,
+                    &mut acc,
+                    &mut row,
+                );
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "kqv hd {hd} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn round_to_f16_rounds_ties_to_even() {
+        let mut seed = 7u32;
+        let mut x: Vec<f32> = (0..37).map(|_| noise(&mut seed, 1e5)).collect();
+        x.extend([
+            f32::from_bits(0x3f80_1000),
+            f32::from_bits(0x3f80_3000),
+            65520.0,
+            -0.0,
+        ]);
+        let want: Vec<f32> = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+        round_to_f16(&mut x);
+        assert_eq!(x, want);
     }
 }

@@ -1,0 +1,148 @@
+//! The attention products of [`super::dot`] in AVX-512 F + F16C, reading the f16 cache
+//! directly, for both of ggml's orders: `ACCS = 4` accumulators of 16 lanes is
+//! `ggml_vec_dot_f16` (`Order::VecDot`, one token), `ACCS = 1` is llamafile's tinyBLAS
+//! (`Order::TinyBlas`, a batch). Each lane does the fused multiply-adds of the portable code in
+//! the same order and the reductions add the same pairs, so the results are bit-identical
+//! (tested in `dot.rs`).
+
+use super::super::vmath::LANES;
+use core::arch::x86_64::*;
+use half::f16;
+
+/// Whether this CPU runs the functions of this file.
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// The 16 halves at `h[0..16]`, widened.
+#[inline]
+#[target_feature(enable = "avx512f,f16c")]
+fn load_f16(h: &[f16]) -> __m512 {
+    let h: &[f16; LANES] = h[..LANES].try_into().unwrap();
+    // SAFETY: `h` is 32 readable bytes; the load is unaligned.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(h.as_ptr().cast()) })
+}
+
+/// The 16 floats at `x[0..16]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load(x: &[f32]) -> __m512 {
+    let x: &[f32; LANES] = x[..LANES].try_into().unwrap();
+    // SAFETY: `x` is 16 readable floats; the load is unaligned.
+    unsafe { _mm512_loadu_ps(x.as_ptr()) }
+}
+
+/// Stores `v` to `x[0..16]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn store(x: &mut [f32], v: __m512) {
+    let x: &mut [f32; LANES] = (&mut x[..LANES]).try_into().unwrap();
+    // SAFETY: `x` is 16 writable floats; the store is unaligned.
+    unsafe { _mm512_storeu_ps(x.as_mut_ptr(), v) }
+}
+
+/// Across the lanes of `v` in GCC's `_mm512_reduce_add_ps` order (`vmath::reduce_add_16`):
+/// halves, then quarters, then `(q0 + q2) + (q1 + q3)`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce_add(v: __m512) -> f32 {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    let h = _mm256_add_ps(_mm512_castps512_ps256(v), hi);
+    let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+    let t = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)))
+}
+
+/// `k · q` as `dot::kq_lanes` with `k` still in f16, `ACCS` (1 or 4) accumulators of 16
+/// lanes. `k.len()` must be a multiple of `16 · ACCS` and `q.len() == k.len()`.
+#[target_feature(enable = "avx512f,f16c")]
+pub fn kq<const ACCS: usize>(k: &[f16], q: &[f32]) -> f32 {
+    let step = ACCS * LANES;
+    debug_assert!(k.len().is_multiple_of(step) && q.len() == k.len());
+    let mut acc = [_mm512_setzero_ps(); ACCS];
+    for (k, q) in k.chunks_exact(step).zip(q.chunks_exact(step)) {
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(load_f16(&k[r * LANES..]), load(&q[r * LANES..]), *a);
+        }
+    }
+    reduce_add(combine::<ACCS>(|r| acc[r]))
+}
+
+/// Accumulator `a(r)` for `r < ACCS` joined as ggml joins them before the lane reduction: one
+/// is itself, four are `(a0 + a2) + (a1 + a3)`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn combine<const ACCS: usize>(a: impl Fn(usize) -> __m512) -> __m512 {
+    if ACCS == 4 {
+        _mm512_add_ps(_mm512_add_ps(a(0), a(2)), _mm512_add_ps(a(1), a(3)))
+    } else {
+        a(0)
+    }
+}
+
+/// `dot::kqv_lanes` with the value rows read as f16: `acc[lane][d]` gathers the positions `j`
+/// with `j % (16 · ACCS) == lane`, then every output `d` is reduced over those lanes as ggml
+/// reduces its `ACCS` accumulators — for 16 outputs at a time. `o.len()` must be a multiple of
+/// 16.
+#[target_feature(enable = "avx512f,f16c")]
+pub fn kqv<const ACCS: usize>(
+    v: &[f16],
+    stride: usize,
+    w: &[f32],
+    o: &mut [f32],
+    acc: &mut Vec<f32>,
+) {
+    let hd = o.len();
+    let lanes = ACCS * LANES;
+    debug_assert!(hd.is_multiple_of(LANES));
+    acc.clear();
+    acc.resize(lanes * hd, 0.0);
+    for (j, &wj) in w.iter().enumerate() {
+        if wj == 0.0 {
+            continue; // adds exactly zero
+        }
+        let row = &v[j * stride..][..hd];
+        let a = &mut acc[(j % lanes) * hd..][..hd];
+        let wv = _mm512_set1_ps(wj);
+        for (a, x) in a.chunks_exact_mut(LANES).zip(row.chunks_exact(LANES)) {
+            store(a, _mm512_fmadd_ps(load_f16(x), wv, load(a)));
+        }
+    }
+    for d in (0..hd).step_by(LANES) {
+        // s[l] joins the accumulators' lane l (a_r[l] is lane 16r + l). Plain loops, not
+        // closures: a closure would not inherit this function's target features, and its
+        // loads would become calls.
+        let mut s = [_mm512_setzero_ps(); LANES];
+        for (l, s) in s.iter_mut().enumerate() {
+            let mut a = [_mm512_setzero_ps(); ACCS];
+            for (r, a) in a.iter_mut().enumerate() {
+                *a = load(&acc[(r * LANES + l) * hd + d..]);
+            }
+            *s = combine::<ACCS>(|r| a[r]);
+        }
+        // reduce_add_16 across s, every output at once.
+        let mut h = [_mm512_setzero_ps(); 8];
+        for (i, h) in h.iter_mut().enumerate() {
+            *h = _mm512_add_ps(s[i], s[i + 8]);
+        }
+        let mut q = [_mm512_setzero_ps(); 4];
+        for (i, q) in q.iter_mut().enumerate() {
+            *q = _mm512_add_ps(h[i], h[i + 4]);
+        }
+        let r = _mm512_add_ps(_mm512_add_ps(q[0], q[2]), _mm512_add_ps(q[1], q[3]));
+        store(&mut o[d..], r);
+    }
+}
+
+/// `x[i] = f16(x[i])` widened back, rounding to nearest even as F16C (and `half`) do.
+#[target_feature(enable = "avx512f,f16c")]
+pub fn round_to_f16(x: &mut [f32]) {
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(load(c));
+        store(c, _mm512_cvtph_ps(h));
+    }
+    for v in chunks.into_remainder() {
+        *v = f16::from_f32(*v).to_f32();
+    }
+}
