@@ -144,20 +144,22 @@ fn awq_folds_into_the_norms_and_beats_rtn_on_its_calibration_text() {
     let (awq, _, cal) = quantize(Method::Awq, "Q4_K_M");
     let cal = cal.unwrap();
     let src = f16_source();
-    for il in [0, 29] {
+    // every norm is written as folded (exactly the replacement values); AWQ may keep s = 1
+    // (α = 0) for a group, but not for all of them
+    let mut changed = 0;
+    for il in 0..30 {
         for norm in ["attn_norm", "ffn_norm"] {
             let name = format!("blk.{il}.{norm}.weight");
-            assert!(matches!(
-                cal.replacements.get(&name),
-                Some(Replacement::Values(_))
-            ));
-            assert_ne!(
-                tensor_bytes(&awq, &name),
-                tensor_bytes(&src, &name),
-                "{name}"
-            );
+            let Some(Replacement::Values(v)) = cal.replacements.get(&name) else {
+                panic!("{name} not replaced");
+            };
+            let written = tensor_bytes(&awq, &name);
+            assert!(written == bytemuck::cast_slice::<f32, u8>(v), "{name}");
+            changed += (written != tensor_bytes(&src, &name)) as usize;
         }
     }
+    eprintln!("AWQ changed {changed} of 60 norms");
+    assert!(changed > 0, "AWQ kept every scale at 1");
     let (p_rtn, p_awq) = (ppl_on_calib(&rtn), ppl_on_calib(&awq));
     eprintln!("calibration-text PPL: rtn {p_rtn:.3}, awq {p_awq:.3}");
     assert!(p_awq < p_rtn, "AWQ {p_awq} vs RTN {p_rtn}");
