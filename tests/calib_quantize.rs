@@ -68,9 +68,14 @@ fn opts(method: Method) -> CalibOptions {
 }
 
 /// Quantizes the F16 source to `ftype` with `method`; returns the output path and the plan.
-fn quantize(method: Method, ftype: &str) -> (PathBuf, Vec<TensorPlan>, Option<run::Calibration>) {
+/// `tag` keeps the outputs of tests running in parallel apart.
+fn quantize(
+    tag: &str,
+    method: Method,
+    ftype: &str,
+) -> (PathBuf, Vec<TensorPlan>, Option<run::Calibration>) {
     let src = f16_source();
-    let out = tmp(&format!("{method:?}.{ftype}.gguf"));
+    let out = tmp(&format!("{tag}.{method:?}.{ftype}.gguf"));
     let mut p = params(ftype);
     let mut cal = None;
     if method != Method::Rtn {
@@ -113,8 +118,8 @@ fn tensor_bytes(path: &Path, name: &str) -> Vec<u8> {
 
 #[test]
 fn gptq_writes_its_bytes_and_beats_rtn_on_its_calibration_text() {
-    let (rtn, _, _) = quantize(Method::Rtn, "Q4_0");
-    let (gptq, plans, cal) = quantize(Method::Gptq, "Q4_0");
+    let (rtn, _, _) = quantize("gptq", Method::Rtn, "Q4_0");
+    let (gptq, plans, cal) = quantize("gptq", Method::Gptq, "Q4_0");
     let cal = cal.unwrap();
     // every layer matrix was calibrated, and the file holds exactly those bytes
     let mut differ = 0;
@@ -140,8 +145,8 @@ fn gptq_writes_its_bytes_and_beats_rtn_on_its_calibration_text() {
 
 #[test]
 fn awq_folds_into_the_norms_and_beats_rtn_on_its_calibration_text() {
-    let (rtn, _, _) = quantize(Method::Rtn, "Q4_K_M");
-    let (awq, _, cal) = quantize(Method::Awq, "Q4_K_M");
+    let (rtn, _, _) = quantize("awq", Method::Rtn, "Q4_0");
+    let (awq, _, cal) = quantize("awq", Method::Awq, "Q4_0");
     let cal = cal.unwrap();
     let src = f16_source();
     // every norm is written as folded (exactly the replacement values); AWQ may keep s = 1
