@@ -9,6 +9,9 @@ use super::super::vmath::LANES;
 use core::arch::x86_64::*;
 use half::f16;
 
+/// The most queries [`kqv_tile`] takes at once.
+pub const MAX_TILE_Q: usize = 4;
+
 /// Whether this CPU runs the functions of this file.
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("f16c")
@@ -108,6 +111,14 @@ pub fn kqv<const ACCS: usize>(
             store(a, _mm512_fmadd_ps(load_f16(x), wv, load(a)));
         }
     }
+    reduce_lanes::<ACCS>(acc, o);
+}
+
+/// The outputs `o[d]` from the lane accumulators `acc[lane][d]` of [`kqv`]: every output reduced
+/// over its `16 · ACCS` lanes as ggml reduces its `ACCS` accumulators, 16 outputs at a time.
+#[target_feature(enable = "avx512f")]
+fn reduce_lanes<const ACCS: usize>(acc: &[f32], o: &mut [f32]) {
+    let hd = o.len();
     for d in (0..hd).step_by(LANES) {
         // s[l] joins the accumulators' lane l (a_r[l] is lane 16r + l). Plain loops, not
         // closures: a closure would not inherit this function's target features, and its
@@ -131,6 +142,108 @@ pub fn kqv<const ACCS: usize>(
         }
         let r = _mm512_add_ps(_mm512_add_ps(q[0], q[2]), _mm512_add_ps(q[1], q[3]));
         store(&mut o[d..], r);
+    }
+}
+
+/// [`kq`] in tinyBLAS order (`ACCS = 1`) for `Q` queries at once: `scores[i·row_len + j]` is
+/// key row `j` (at `k[j·stride..]`) dotted with query `i` (`q[i·hd..][..hd]`, `hd = q.len() / Q`)
+/// for every `j` in `keys`. Each key row is widened once and used for all `Q` queries; every
+/// result is summed exactly as `kq::<1>` sums it. `hd` must be a multiple of 16.
+#[target_feature(enable = "avx512f,f16c")]
+pub fn kq_tile<const Q: usize>(
+    k: &[f16],
+    stride: usize,
+    keys: std::ops::Range<usize>,
+    q: &[f32],
+    scores: &mut [f32],
+    row_len: usize,
+) {
+    let hd = q.len() / Q;
+    debug_assert!(hd.is_multiple_of(LANES));
+    let q: &[f32] = &q[..Q * hd];
+    for j in keys {
+        let kr = &k[j * stride..][..hd];
+        let mut acc = [_mm512_setzero_ps(); Q];
+        for c in (0..hd).step_by(LANES) {
+            let kv = load_f16(&kr[c..]);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(kv, load(&q[i * hd + c..]), *a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            scores[i * row_len + j] = reduce_add(*a);
+        }
+    }
+}
+
+/// [`kqv`] in tinyBLAS order (`ACCS = 1`) for several queries at once: query `i` has the weights
+/// `w[i·row_len..][..lens[i]]` and its output goes to `outs[i]` (`hd` wide). Each value row is
+/// widened once for all queries; every output is summed exactly as `kqv::<1>` sums it.
+/// `acc` is scratch space; `hd` must be a multiple of 16, and there are at most
+/// [`MAX_TILE_Q`] queries.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and F16C, and every `outs[i]` must point to `hd` writable floats
+/// that nothing else reads or writes during the call.
+#[target_feature(enable = "avx512f,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn kqv_tile(
+    v: &[f16],
+    stride: usize,
+    w: &[f32],
+    row_len: usize,
+    lens: &[usize],
+    outs: &[*mut f32],
+    hd: usize,
+    acc: &mut Vec<f32>,
+) {
+    assert!(hd.is_multiple_of(LANES) && lens.len() == outs.len() && lens.len() <= MAX_TILE_Q);
+    let nq = lens.len();
+    // Each query's accumulators, padded by two cache lines so that those of different queries
+    // do not sit a multiple of 4 KiB apart (loads would wait on unrelated stores).
+    let per_q = LANES * hd + 2 * LANES;
+    acc.clear();
+    acc.resize(nq * per_q, 0.0);
+    let n_keys = lens.iter().copied().max().unwrap_or(0);
+    // Columns in blocks of COLS vectors, so that a block of a value row stays in registers
+    // while every query adds it in.
+    const COLS: usize = 8;
+    for c0 in (0..hd).step_by(COLS * LANES) {
+        let width = (hd - c0).min(COLS * LANES);
+        for j in 0..n_keys {
+            let mut wj = [0f32; MAX_TILE_Q];
+            let mut any = false;
+            for (i, (wj, &len)) in wj.iter_mut().zip(lens).enumerate() {
+                if j < len {
+                    *wj = w[i * row_len + j];
+                    any |= *wj != 0.0;
+                }
+            }
+            if !any {
+                continue; // adds exactly zero for every query
+            }
+            let row = &v[j * stride + c0..][..width];
+            let mut xs = [_mm512_setzero_ps(); COLS];
+            for (x, r) in xs.iter_mut().zip(row.chunks_exact(LANES)) {
+                *x = load_f16(r);
+            }
+            let lane = (j % LANES) * hd + c0;
+            for (i, &wj) in wj[..nq].iter().enumerate() {
+                if wj == 0.0 {
+                    continue; // adds exactly zero
+                }
+                let wv = _mm512_set1_ps(wj);
+                let a = &mut acc[i * per_q + lane..][..width];
+                for (a, x) in a.chunks_exact_mut(LANES).zip(&xs) {
+                    store(a, _mm512_fmadd_ps(*x, wv, load(a)));
+                }
+            }
+        }
+    }
+    for (i, &o) in outs.iter().enumerate() {
+        // SAFETY: the caller guarantees `o` is `hd` floats this call alone accesses.
+        let o = unsafe { std::slice::from_raw_parts_mut(o, hd) };
+        reduce_lanes::<1>(&acc[i * per_q..][..LANES * hd], o);
     }
 }
 
