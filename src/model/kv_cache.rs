@@ -355,7 +355,8 @@ mod tests {
 
     /// The tiled path (several queries per task, where the CPU has it) gives exactly the bits
     /// of one query per task: odd token counts (a partial last tile), GQA, a sliding window,
-    /// head widths of llama (64), gemma3 (256) and a key head wider than the value head.
+    /// head widths of llama (64), gemma3 (256), key and value heads of different widths, and
+    /// widths the tiles do not take (40, 24).
     #[test]
     fn tiled_attention_equals_per_query_bit_for_bit() {
         let mut seed = 0x9e37_79b9u32;

@@ -204,41 +204,21 @@ pub unsafe fn kqv_tile(
     let per_q = LANES * hd + 2 * LANES;
     acc.clear();
     acc.resize(nq * per_q, 0.0);
-    let n_keys = lens.iter().copied().max().unwrap_or(0);
-    // Columns in blocks of COLS vectors, so that a block of a value row stays in registers
-    // while every query adds it in.
-    const COLS: usize = 8;
-    for c0 in (0..hd).step_by(COLS * LANES) {
-        let width = (hd - c0).min(COLS * LANES);
-        for j in 0..n_keys {
-            let mut wj = [0f32; MAX_TILE_Q];
-            let mut any = false;
-            for (i, (wj, &len)) in wj.iter_mut().zip(lens).enumerate() {
-                if j < len {
-                    *wj = w[i * row_len + j];
-                    any |= *wj != 0.0;
-                }
-            }
-            if !any {
-                continue; // adds exactly zero for every query
-            }
-            let row = &v[j * stride + c0..][..width];
-            let mut xs = [_mm512_setzero_ps(); COLS];
-            for (x, r) in xs.iter_mut().zip(row.chunks_exact(LANES)) {
-                *x = load_f16(r);
-            }
-            let lane = (j % LANES) * hd + c0;
-            for (i, &wj) in wj[..nq].iter().enumerate() {
-                if wj == 0.0 {
-                    continue; // adds exactly zero
-                }
-                let wv = _mm512_set1_ps(wj);
-                let a = &mut acc[i * per_q + lane..][..width];
-                for (a, x) in a.chunks_exact_mut(LANES).zip(&xs) {
-                    store(a, _mm512_fmadd_ps(*x, wv, load(a)));
-                }
-            }
+    let mut padded = [0usize; MAX_TILE_Q];
+    padded[..nq].copy_from_slice(lens);
+    // Columns in blocks of at most 4 vectors, so that the accumulators of every query stay in
+    // registers.
+    let mut c0 = 0;
+    while c0 < hd {
+        let nv = ((hd - c0) / LANES).min(4);
+        let acc = &mut acc[..];
+        match nv {
+            4 => kqv_block::<4>(v, stride, w, row_len, &padded, nq, c0, hd, per_q, acc),
+            3 => kqv_block::<3>(v, stride, w, row_len, &padded, nq, c0, hd, per_q, acc),
+            2 => kqv_block::<2>(v, stride, w, row_len, &padded, nq, c0, hd, per_q, acc),
+            _ => kqv_block::<1>(v, stride, w, row_len, &padded, nq, c0, hd, per_q, acc),
         }
+        c0 += nv * LANES;
     }
     for (i, &o) in outs.iter().enumerate() {
         // SAFETY: the caller guarantees `o` is `hd` floats this call alone accesses.
@@ -257,5 +237,57 @@ pub fn round_to_f16(x: &mut [f32]) {
     }
     for v in chunks.into_remainder() {
         *v = f16::from_f32(*v).to_f32();
+    }
+}
+
+/// Columns `c0..c0 + 16·NV` of [`kqv_tile`]: for each lane `l`, the positions `j ≡ l (mod 16)`
+/// are added in order into accumulators held in registers (one per query and vector), then
+/// stored to `acc[i·per_q + l·hd + c0..]`. A zero weight leaves its accumulator untouched (a
+/// masked fused multiply-add), as the one-query code skips it.
+#[target_feature(enable = "avx512f,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn kqv_block<const NV: usize>(
+    v: &[f16],
+    stride: usize,
+    w: &[f32],
+    row_len: usize,
+    lens: &[usize; MAX_TILE_Q],
+    nq: usize,
+    c0: usize,
+    hd: usize,
+    per_q: usize,
+    acc: &mut [f32],
+) {
+    let n_keys = lens.iter().copied().max().unwrap_or(0);
+    for l in 0..LANES.min(n_keys) {
+        let mut a = [[_mm512_setzero_ps(); NV]; MAX_TILE_Q];
+        for j in (l..n_keys).step_by(LANES) {
+            let mut wv = [_mm512_setzero_ps(); MAX_TILE_Q];
+            let mut mask: [__mmask16; MAX_TILE_Q] = [0; MAX_TILE_Q];
+            let mut any = false;
+            for i in 0..MAX_TILE_Q {
+                let wj = if j < lens[i] { w[i * row_len + j] } else { 0.0 };
+                if wj != 0.0 {
+                    mask[i] = 0xffff;
+                    any = true;
+                }
+                wv[i] = _mm512_set1_ps(wj);
+            }
+            if !any {
+                continue; // adds exactly zero for every query
+            }
+            let row = &v[j * stride + c0..][..NV * LANES];
+            for c in 0..NV {
+                let x = load_f16(&row[c * LANES..]);
+                for i in 0..MAX_TILE_Q {
+                    a[i][c] = _mm512_mask3_fmadd_ps(x, wv[i], a[i][c], mask[i]);
+                }
+            }
+        }
+        for (i, a) in a.iter().enumerate().take(nq) {
+            for (c, a) in a.iter().enumerate() {
+                store(&mut acc[i * per_q + l * hd + c0 + c * LANES..], *a);
+            }
+        }
     }
 }
