@@ -56,6 +56,44 @@ fn reduce_add(v: __m512) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)))
 }
 
+/// [`reduce_add`] of 16 vectors at once: lane `4i + s` of the result is the sum of `a[s][i]`,
+/// each added pair for pair as `reduce_add` adds it (halves, quarters, then
+/// `(q0 + q2) + (q1 + q3)`), with whole-vector shuffles doing the moving.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce_add_4x4(a: &[[__m512; 4]; 4]) -> __m512 {
+    // Vector A_m (m = 4s + i) is a[s][i]. Halves: B_n has h(A_2n) in its low 256 bits and
+    // h(A_2n+1) in its high ones.
+    let v = |m: usize| a[m / 4][m % 4];
+    let mut b = [_mm512_setzero_ps(); 8];
+    for (n, b) in b.iter_mut().enumerate() {
+        let (x, y) = (v(2 * n), v(2 * n + 1));
+        let lo = _mm512_shuffle_f32x4::<0b01_00_01_00>(x, y);
+        let hi = _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y);
+        *b = _mm512_add_ps(lo, hi);
+    }
+    // Quarters: 128-bit block k of C_n is q(A_4n+k).
+    let mut c = [_mm512_setzero_ps(); 4];
+    for (n, c) in c.iter_mut().enumerate() {
+        let (x, y) = (b[2 * n], b[2 * n + 1]);
+        let lo = _mm512_shuffle_f32x4::<0b10_00_10_00>(x, y);
+        let hi = _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y);
+        *c = _mm512_add_ps(lo, hi);
+    }
+    // (q0 + q2, q1 + q3): block k of D_p is t(A_8p+k), t(A_8p+4+k).
+    let mut d = [_mm512_setzero_ps(); 2];
+    for (p, d) in d.iter_mut().enumerate() {
+        let (x, y) = (c[2 * p], c[2 * p + 1]);
+        let lo = _mm512_shuffle_ps::<0b01_00_01_00>(x, y);
+        let hi = _mm512_shuffle_ps::<0b11_10_11_10>(x, y);
+        *d = _mm512_add_ps(lo, hi);
+    }
+    // t0 + t1: block k is the sums of A_k, A_4+k, A_8+k, A_12+k.
+    let lo = _mm512_shuffle_ps::<0b10_00_10_00>(d[0], d[1]);
+    let hi = _mm512_shuffle_ps::<0b11_01_11_01>(d[0], d[1]);
+    _mm512_add_ps(lo, hi)
+}
+
 /// `k · q` as `dot::kq_lanes` with `k` still in f16, `ACCS` (1 or 4) accumulators of 16
 /// lanes. `k.len()` must be a multiple of `16 · ACCS` and `q.len() == k.len()`.
 #[target_feature(enable = "avx512f,f16c")]
@@ -161,6 +199,32 @@ pub fn kq_tile<const Q: usize>(
     let hd = q.len() / Q;
     debug_assert!(hd.is_multiple_of(LANES));
     let q: &[f32] = &q[..Q * hd];
+    let mut keys = keys;
+    if Q == 4 {
+        // Four keys at a time: the 16 sums reduced together (see `reduce_add_4x4`).
+        while keys.len() >= 4 {
+            let j0 = keys.start;
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4]; // (key, query)
+            for c in (0..hd).step_by(LANES) {
+                let mut qv = [_mm512_setzero_ps(); 4];
+                for (i, qv) in qv.iter_mut().enumerate() {
+                    *qv = load(&q[i * hd + c..]);
+                }
+                for (kk, acc) in acc.iter_mut().enumerate() {
+                    let kv = load_f16(&k[(j0 + kk) * stride + c..]);
+                    for (a, qv) in acc.iter_mut().zip(&qv) {
+                        *a = _mm512_fmadd_ps(kv, *qv, *a);
+                    }
+                }
+            }
+            let mut r = [0f32; LANES];
+            store(&mut r, reduce_add_4x4(&acc));
+            for (i, r) in r.chunks_exact(4).enumerate() {
+                scores[i * row_len + j0..][..4].copy_from_slice(r);
+            }
+            keys.start += 4;
+        }
+    }
     for j in keys {
         let kr = &k[j * stride..][..hd];
         let mut acc = [_mm512_setzero_ps(); Q];
