@@ -94,12 +94,15 @@ pub struct AttnParams {
 
 /// Causal attention of `n` new tokens (queries `q`, (n, n_head*head_dim)) at positions
 /// `cache.len()..cache.len()+n` over layer `il` of the cache, which already holds their keys and
-/// values. Writes (n, n_head*head_dim_v) to `out`. One task per (token, head).
+/// values. Writes (n, n_head*head_dim_v) to `out`. One task per head and tile of
+/// [`dot::TILE`] tokens (a batch, on CPUs with the tiled products), else per (token, head).
 ///
 /// As llama.cpp without flash attention: `kq = mul_mat(k, q)` with the queries rounded to f16,
 /// `soft_max_ext`, the weights rounded to f16, `kqv = mul_mat(v, kq)` over the (transposed) value
 /// cache. Each dot product is summed in the order of the path ggml takes on x86: llamafile's
-/// tinyBLAS for a batch of two or more tokens, `ggml_vec_dot_f16` for one (see [`dot`]).
+/// tinyBLAS for a batch of two or more tokens, `ggml_vec_dot_f16` for one (see [`dot`]). A tile
+/// reads each key and value row once for all its tokens; every output element is still summed
+/// exactly as for one token alone.
 pub fn attention(
     cache: &KvCache,
     il: usize,
