@@ -95,7 +95,7 @@ pub struct AttnParams {
 /// Causal attention of `n` new tokens (queries `q`, (n, n_head*head_dim)) at positions
 /// `cache.len()..cache.len()+n` over layer `il` of the cache, which already holds their keys and
 /// values. Writes (n, n_head*head_dim_v) to `out`. One task per head and tile of
-/// [`dot::TILE`] tokens (a batch, on CPUs with the tiled products), else per (token, head).
+/// `dot::TILE` tokens (a batch, on CPUs with the tiled products), else per (token, head).
 ///
 /// As llama.cpp without flash attention: `kq = mul_mat(k, q)` with the queries rounded to f16,
 /// `soft_max_ext`, the weights rounded to f16, `kqv = mul_mat(v, kq)` over the (transposed) value
