@@ -293,10 +293,10 @@ fn attend_tile(
 /// Per-thread buffers of one attention task, reused across tasks and calls.
 #[derive(Default)]
 struct Scratch {
-    q16: Vec<f32>,    // (head_dim) the query rounded to f16
-    scores: Vec<f32>, // (positions, rounded up to 16) q·k, then the softmax weights
+    q16: Vec<f32>,    // (tile or 1, head_dim) the queries rounded to f16
+    scores: Vec<f32>, // (tile or 1, positions rounded up to 16) q·k, then the softmax weights
     row: Vec<f32>,    // (max(head_dim, head_dim_v)) one widened cache row
-    acc: Vec<f32>,    // (lanes, head_dim_v) the lane accumulators of kqv
+    acc: Vec<f32>,    // (tile or 1, lanes, head_dim_v) the lane accumulators of kqv
 }
 
 thread_local! {
