@@ -94,12 +94,15 @@ pub struct AttnParams {
 
 /// Causal attention of `n` new tokens (queries `q`, (n, n_head*head_dim)) at positions
 /// `cache.len()..cache.len()+n` over layer `il` of the cache, which already holds their keys and
-/// values. Writes (n, n_head*head_dim_v) to `out`. One task per (token, head).
+/// values. Writes (n, n_head*head_dim_v) to `out`. One task per head and tile of
+/// `dot::TILE` tokens (a batch, on CPUs with the tiled products), else per (token, head).
 ///
 /// As llama.cpp without flash attention: `kq = mul_mat(k, q)` with the queries rounded to f16,
 /// `soft_max_ext`, the weights rounded to f16, `kqv = mul_mat(v, kq)` over the (transposed) value
 /// cache. Each dot product is summed in the order of the path ggml takes on x86: llamafile's
-/// tinyBLAS for a batch of two or more tokens, `ggml_vec_dot_f16` for one (see [`dot`]).
+/// tinyBLAS for a batch of two or more tokens, `ggml_vec_dot_f16` for one (see [`dot`]). A tile
+/// reads each key and value row once for all its tokens; every output element is still summed
+/// exactly as for one token alone.
 pub fn attention(
     cache: &KvCache,
     il: usize,
@@ -108,71 +111,192 @@ pub fn attention(
     out: &mut [f32],
     par: &(impl Parallel + ?Sized),
 ) {
+    attention_tiled(cache, il, p, q, out, par, true)
+}
+
+/// [`attention`], with `tiled` choosing whether a batch goes [`dot::TILE`] queries per task
+/// (where the CPU allows) or one; both give the same bits.
+fn attention_tiled(
+    cache: &KvCache,
+    il: usize,
+    p: &AttnParams,
+    q: &[f32],
+    out: &mut [f32],
+    par: &(impl Parallel + ?Sized),
+    tiled: bool,
+) {
     let n = q.len() / (p.n_head * p.head_dim);
     assert!(
         out.len() >= n * p.n_head * p.head_dim_v,
         "attention output too small"
     );
-    let pos0 = cache.len;
-    let group = p.n_head / p.n_head_kv;
     let order = if n >= 2 {
         dot::Order::TinyBlas
     } else {
         dot::Order::VecDot
     };
+    let block = if tiled
+        && order == dot::Order::TinyBlas
+        && dot::tile_available(p.head_dim, p.head_dim_v)
+    {
+        dot::TILE
+    } else {
+        1
+    };
     let out_ptr = SharedOut(out.as_mut_ptr());
-    par.run(n * p.n_head, &|task| {
-        let (t, h) = (task / p.n_head, task % p.n_head);
-        let pos = pos0 + t;
-        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let kvh = h / group;
-        let qh = &q[(t * p.n_head + h) * p.head_dim..][..p.head_dim];
-        // SAFETY: task (t, h) is the only writer of this head_dim_v-wide slice of `out`, which
-        // outlives `par.run`; the bounds were asserted above.
-        let o = unsafe {
-            std::slice::from_raw_parts_mut(
-                out_ptr.get().add((t * p.n_head + h) * p.head_dim_v),
-                p.head_dim_v,
-            )
-        };
+    par.run(n.div_ceil(block) * p.n_head, &|task| {
+        let (b, h) = (task / p.n_head, task % p.n_head);
+        let tokens = b * block..((b + 1) * block).min(n);
         SCRATCH.with_borrow_mut(|s| {
-            s.q16.clear();
-            s.q16.extend_from_slice(qh);
-            dot::round_to_f16(&mut s.q16);
-            // ggml's rows span the whole KV view (a multiple of 256 cells), so the soft_max's
-            // groups of 16 start at cell 0 and the padding (masked, weight 0) completes the last
-            // group.
-            s.scores.clear();
-            s.scores
-                .resize((pos + 1).next_multiple_of(vmath::LANES), f32::NEG_INFINITY);
-            s.row.resize(p.head_dim.max(p.head_dim_v), 0.0);
-            for j in first..=pos {
-                let k = &cache.k[il][j * cache.n_embd_k + kvh * p.head_dim..][..p.head_dim];
-                s.scores[j] = dot::kq(order, k, &s.q16, &mut s.row) * p.kq_scale;
+            if block == 1 {
+                attend_one(cache, il, p, order, q, &out_ptr, tokens.start, h, s);
+            } else {
+                attend_tile(cache, il, p, q, &out_ptr, tokens, h, s);
             }
-            super::ops::softmax(&mut s.scores);
-            dot::round_to_f16(&mut s.scores);
-            let v = &cache.v[il][kvh * p.head_dim_v..];
-            dot::kqv(
-                order,
-                v,
-                cache.n_embd_v,
-                &s.scores[..=pos],
-                o,
-                &mut s.acc,
-                &mut s.row,
-            );
         });
     });
+}
+
+/// The output slice of token `t`, head `h`, as a raw pointer.
+fn out_head(out: &SharedOut, p: &AttnParams, t: usize, h: usize) -> *mut f32 {
+    // SAFETY: `attention` asserted `out` holds (n, n_head, head_dim_v) floats and t < n.
+    unsafe { out.get().add((t * p.n_head + h) * p.head_dim_v) }
+}
+
+/// The first position token `pos` attends to.
+fn first_pos(p: &AttnParams, pos: usize) -> usize {
+    p.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+}
+
+/// Attention of token `t`, head `h`, alone.
+#[allow(clippy::too_many_arguments)]
+fn attend_one(
+    cache: &KvCache,
+    il: usize,
+    p: &AttnParams,
+    order: dot::Order,
+    q: &[f32],
+    out: &SharedOut,
+    t: usize,
+    h: usize,
+    s: &mut Scratch,
+) {
+    let pos = cache.len + t;
+    let first = first_pos(p, pos);
+    let kvh = h / (p.n_head / p.n_head_kv);
+    let qh = &q[(t * p.n_head + h) * p.head_dim..][..p.head_dim];
+    // SAFETY: task (t, h) is the only writer of this head_dim_v-wide slice of `out`, which
+    // outlives `par.run`; the bounds were asserted in `attention`.
+    let o = unsafe { std::slice::from_raw_parts_mut(out_head(out, p, t, h), p.head_dim_v) };
+    s.q16.clear();
+    s.q16.extend_from_slice(qh);
+    dot::round_to_f16(&mut s.q16);
+    // ggml's rows span the whole KV view (a multiple of 256 cells), so the soft_max's groups of
+    // 16 start at cell 0 and the padding (masked, weight 0) completes the last group.
+    s.scores.clear();
+    s.scores
+        .resize((pos + 1).next_multiple_of(vmath::LANES), f32::NEG_INFINITY);
+    s.row.resize(p.head_dim.max(p.head_dim_v), 0.0);
+    for j in first..=pos {
+        let k = &cache.k[il][j * cache.n_embd_k + kvh * p.head_dim..][..p.head_dim];
+        s.scores[j] = dot::kq(order, k, &s.q16, &mut s.row) * p.kq_scale;
+    }
+    super::ops::softmax(&mut s.scores);
+    dot::round_to_f16(&mut s.scores);
+    let v = &cache.v[il][kvh * p.head_dim_v..];
+    dot::kqv(
+        order,
+        v,
+        cache.n_embd_v,
+        &s.scores[..=pos],
+        o,
+        &mut s.acc,
+        &mut s.row,
+    );
+}
+
+/// Attention of the tokens `tokens` (at most [`dot::TILE`], a batch of two or more), head `h`,
+/// through the tiled products: each key and value row is read once for all of them. Every
+/// number is computed as [`attend_one`] computes it.
+#[allow(clippy::too_many_arguments)]
+fn attend_tile(
+    cache: &KvCache,
+    il: usize,
+    p: &AttnParams,
+    q: &[f32],
+    out: &SharedOut,
+    tokens: std::ops::Range<usize>,
+    h: usize,
+    s: &mut Scratch,
+) {
+    let nq = tokens.len();
+    let (pos_lo, pos_hi) = (cache.len + tokens.start, cache.len + tokens.end - 1);
+    let kvh = h / (p.n_head / p.n_head_kv);
+    // (TILE, head_dim) the queries rounded to f16; rows past nq are zero and their results
+    // unused.
+    s.q16.clear();
+    s.q16.resize(dot::TILE * p.head_dim, 0.0);
+    for (i, t) in tokens.clone().enumerate() {
+        s.q16[i * p.head_dim..][..p.head_dim]
+            .copy_from_slice(&q[(t * p.n_head + h) * p.head_dim..][..p.head_dim]);
+    }
+    dot::round_to_f16(&mut s.q16);
+    // (TILE, row_len) the scores; row i is token i's own row of `attend_one` followed by cells
+    // it does not see.
+    let row_len = (pos_hi + 1).next_multiple_of(vmath::LANES);
+    s.scores.clear();
+    s.scores.resize(dot::TILE * row_len, f32::NEG_INFINITY);
+    let k = &cache.k[il][kvh * p.head_dim..];
+    dot::kq_tile(
+        k,
+        cache.n_embd_k,
+        first_pos(p, pos_lo)..pos_hi + 1,
+        &s.q16,
+        &mut s.scores,
+        row_len,
+    );
+    let mut lens = [0usize; dot::TILE];
+    let mut outs = [std::ptr::null_mut(); dot::TILE];
+    for i in 0..nq {
+        let pos = pos_lo + i;
+        let row = &mut s.scores[i * row_len..][..row_len];
+        let (seen, rest) = row.split_at_mut(pos + 1);
+        let first = first_pos(p, pos);
+        seen[..first].fill(f32::NEG_INFINITY);
+        for x in &mut seen[first..] {
+            *x *= p.kq_scale;
+        }
+        rest.fill(f32::NEG_INFINITY);
+        let own = &mut row[..(pos + 1).next_multiple_of(vmath::LANES)];
+        super::ops::softmax(own);
+        dot::round_to_f16(own);
+        lens[i] = pos + 1;
+        outs[i] = out_head(out, p, tokens.start + i, h);
+    }
+    let v = &cache.v[il][kvh * p.head_dim_v..];
+    // SAFETY: task (tokens, h) is the only writer of these head_dim_v-wide slices of `out`,
+    // which outlives `par.run`; the bounds were asserted in `attention`.
+    unsafe {
+        dot::kqv_tile(
+            v,
+            cache.n_embd_v,
+            &s.scores,
+            row_len,
+            &lens[..nq],
+            &outs[..nq],
+            p.head_dim_v,
+            &mut s.acc,
+        );
+    }
 }
 
 /// Per-thread buffers of one attention task, reused across tasks and calls.
 #[derive(Default)]
 struct Scratch {
-    q16: Vec<f32>,    // (head_dim) the query rounded to f16
-    scores: Vec<f32>, // (positions, rounded up to 16) q·k, then the softmax weights
+    q16: Vec<f32>,    // (tile or 1, head_dim) the queries rounded to f16
+    scores: Vec<f32>, // (tile or 1, positions rounded up to 16) q·k, then the softmax weights
     row: Vec<f32>,    // (max(head_dim, head_dim_v)) one widened cache row
-    acc: Vec<f32>,    // (lanes, head_dim_v) the lane accumulators of kqv
+    acc: Vec<f32>,    // (tile or 1, lanes, head_dim_v) the lane accumulators of kqv
 }
 
 thread_local! {
@@ -186,5 +310,83 @@ unsafe impl Sync for SharedOut {}
 impl SharedOut {
     fn get(&self) -> *mut f32 {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::matmul::ScopedThreads;
+
+    fn noise(seed: &mut u32, scale: f32) -> f32 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 17;
+        *seed ^= *seed << 5;
+        (*seed as f32 / u32::MAX as f32 - 0.5) * scale
+    }
+
+    /// Runs `n` new tokens after `pos0` cached ones, tiled and one query at a time, and
+    /// compares the outputs bit for bit.
+    fn check(p: &AttnParams, pos0: usize, n: usize, threads: usize, seed: &mut u32) {
+        let (n_embd_k, n_embd_v) = (p.n_head_kv * p.head_dim, p.n_head_kv * p.head_dim_v);
+        let mut cache = KvCache::new(2, pos0 + n + 3, n_embd_k, n_embd_v);
+        let total = pos0 + n;
+        // Wide keys and queries make the softmax peaky, so that many weights round to f16
+        // zero (the products skip those).
+        let k: Vec<f32> = (0..total * n_embd_k).map(|_| noise(seed, 8.0)).collect();
+        let v: Vec<f32> = (0..total * n_embd_v).map(|_| noise(seed, 2.0)).collect();
+        cache.store(1, &k, &v);
+        cache.commit(pos0);
+        let q: Vec<f32> = (0..n * p.n_head * p.head_dim)
+            .map(|_| noise(seed, 8.0))
+            .collect();
+        let size = n * p.n_head * p.head_dim_v;
+        let (mut tiled, mut single) = (vec![f32::NAN; size], vec![f32::NAN; size]);
+        let par = ScopedThreads::new(threads);
+        attention_tiled(&cache, 1, p, &q, &mut tiled, &par, true);
+        attention_tiled(&cache, 1, p, &q, &mut single, &par, false);
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&tiled),
+            bits(&single),
+            "hd {} window {:?} pos0 {pos0} n {n}",
+            p.head_dim,
+            p.window
+        );
+        assert!(tiled.iter().all(|x| x.is_finite()));
+    }
+
+    /// The tiled path (several queries per task, where the CPU has it) gives exactly the bits
+    /// of one query per task: odd token counts (a partial last tile), GQA, a sliding window,
+    /// head widths of llama (64), gemma3 (256), key and value heads of different widths, and
+    /// widths the tiles do not take (40, 24).
+    #[test]
+    fn tiled_attention_equals_per_query_bit_for_bit() {
+        let mut seed = 0x9e37_79b9u32;
+        let heads = [
+            (9, 3, 64, 64),
+            (4, 1, 256, 256),
+            (6, 2, 48, 32),
+            (2, 2, 40, 24),
+        ];
+        for (n_head, n_head_kv, head_dim, head_dim_v) in heads {
+            for window in [None, Some(5), Some(40)] {
+                let p = AttnParams {
+                    n_head,
+                    n_head_kv,
+                    head_dim,
+                    head_dim_v,
+                    kq_scale: 1.0 / (head_dim as f32).sqrt(),
+                    window,
+                };
+                for (pos0, n) in [(0, 2), (0, 7), (13, 5), (3, 64), (30, 33)] {
+                    check(&p, pos0, n, 1 + n % 2, &mut seed);
+                }
+            }
+        }
+        eprintln!(
+            "tiled path available for 64/64: {}",
+            dot::tile_available(64, 64)
+        );
     }
 }

@@ -96,16 +96,16 @@ impl State {
 /// Activation buffers for a batch of `n` tokens (shapes in comments).
 #[derive(Default)]
 struct Buffers {
-    x: Vec<f32>,    // (n, n_embd) residual stream
-    xn: Vec<f32>,   // (n, n_embd) normalized input of a sub-block
-    q: Vec<f32>,    // (n, n_head*head_dim)
-    k: Vec<f32>,    // (n, n_head_kv*head_dim)
-    v: Vec<f32>,    // (n, n_head_kv*head_dim_v)
-    attn: Vec<f32>, // (n, n_head*head_dim_v)
-    o: Vec<f32>,    // (n, n_embd) sub-block output
-    gate: Vec<f32>, // (n, n_ff)
-    up: Vec<f32>,   // (n, n_ff)
-    rope: Vec<f32>, // (n_rot) cos/sin of one position
+    x: Vec<f32>,           // (n, n_embd) residual stream
+    xn: Vec<f32>,          // (n, n_embd) normalized input of a sub-block
+    q: Vec<f32>,           // (n, n_head*head_dim)
+    k: Vec<f32>,           // (n, n_head_kv*head_dim)
+    v: Vec<f32>,           // (n, n_head_kv*head_dim_v)
+    attn: Vec<f32>,        // (n, n_head*head_dim_v)
+    o: Vec<f32>,           // (n, n_embd) sub-block output
+    gate: Vec<f32>,        // (n, n_ff)
+    up: Vec<f32>,          // (n, n_ff)
+    rope: ops::RopeTables, // (n, n_rot) cos/sin of the batch's positions, per RoPE setting
 }
 
 /// Rows of the output projection computed at once when producing many logits.
@@ -140,11 +140,30 @@ impl Model {
 
     /// Evaluates `tokens` at the next positions of `state` and returns the logits of the last one.
     pub fn forward_last(&self, state: &mut State, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        let mut logits = Vec::new();
         let n = tokens.len();
-        self.forward(state, tokens, n.saturating_sub(1)..n, |_, l| {
-            logits = l.to_vec()
-        })?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.begin(state, tokens)?;
+        for il in 0..self.config.n_layer {
+            self.forward_layer(state, il)?;
+        }
+        state.cache.commit(n);
+        // As `logits` for the last row alone, written straight into the returned vector.
+        let c = &self.config;
+        let buf = &mut state.buf;
+        let xn = &mut buf.xn[..c.n_embd];
+        ops::rms_norm(
+            &buf.x[(n - 1) * c.n_embd..][..c.n_embd],
+            &self.weights.output_norm,
+            c.rms_eps,
+            xn,
+        );
+        let mut logits = vec![0f32; c.n_vocab];
+        self.mm(&self.weights.output, xn, 1, &mut logits)?;
+        if let Some(cap) = c.final_softcap {
+            logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
+        }
         Ok(logits)
     }
 
@@ -300,20 +319,23 @@ impl Model {
         let rope = c.rope_for(il);
         let freqs = self.weights.rope_freqs.as_deref().filter(|_| !c.is_swa(il));
         let (qw, kw) = (c.n_head * c.head_dim, c.n_embd_k());
-        for t in 0..n {
-            ops::rope_cache(&rope, pos0 + t, freqs, &mut buf.rope);
+        if rope.n_rot == 0 {
+            return; // nothing rotates
+        }
+        let table = buf.rope.get(&rope, pos0..pos0 + n, freqs);
+        for (t, cs) in table.chunks_exact(rope.n_rot).enumerate() {
             ops::rope_apply(
                 rope.kind,
                 rope.n_rot,
                 c.head_dim,
-                &buf.rope,
+                cs,
                 &mut buf.q[t * qw..][..qw],
             );
             ops::rope_apply(
                 rope.kind,
                 rope.n_rot,
                 c.head_dim,
-                &buf.rope,
+                cs,
                 &mut buf.k[t * kw..][..kw],
             );
         }

@@ -42,6 +42,62 @@ pub fn rope_cache(rope: &Rope, pos: usize, freq_factors: Option<&[f32]>, cache: 
     }
 }
 
+/// The [`rope_cache`] tables of a run of positions, kept for the parameters of the last few
+/// layers: within a forward pass, layers that share their RoPE parameters (all of llama's; the
+/// local and the global ones of gemma3) build them once instead of once per layer, as ggml
+/// builds them per `rope` node. Every value is [`rope_cache`]'s, so results do not change.
+#[derive(Default)]
+pub struct RopeTables {
+    entries: Vec<RopeEntry>,
+}
+
+struct RopeEntry {
+    rope: Rope,
+    freq_factors: Option<Vec<f32>>,
+    positions: std::ops::Range<usize>,
+    table: Vec<f32>, // (positions, n_rot) cos/sin pairs
+}
+
+/// Tables kept at once (gemma3 alternates two parameter sets).
+const ROPE_ENTRIES: usize = 4;
+
+impl RopeTables {
+    /// The cos/sin tables of `positions` for `rope` and `freq_factors`, (positions, n_rot):
+    /// [`rope_cache`] of each position, computed now or kept from an earlier call.
+    pub fn get(
+        &mut self,
+        rope: &Rope,
+        positions: std::ops::Range<usize>,
+        freq_factors: Option<&[f32]>,
+    ) -> &[f32] {
+        let found = self.entries.iter().position(|e| {
+            e.rope == *rope && e.positions == positions && e.freq_factors.as_deref() == freq_factors
+        });
+        let i = match found {
+            Some(i) => i,
+            None => {
+                if self.entries.len() == ROPE_ENTRIES {
+                    self.entries.remove(0);
+                }
+                let mut table = Vec::with_capacity(positions.len() * rope.n_rot);
+                let mut one = Vec::with_capacity(rope.n_rot);
+                for pos in positions.clone() {
+                    rope_cache(rope, pos, freq_factors, &mut one);
+                    table.extend_from_slice(&one);
+                }
+                self.entries.push(RopeEntry {
+                    rope: *rope,
+                    freq_factors: freq_factors.map(<[f32]>::to_vec),
+                    positions,
+                    table,
+                });
+                self.entries.len() - 1
+            }
+        };
+        &self.entries[i].table
+    }
+}
+
 vmath::with_fma! {
     /// Rotates each `head_dim`-wide head of `x` by the angles in `cache` (from [`rope_cache`]) —
     /// ggml's `rotate_pairs` as GCC compiles it (`-ffp-contract=fast`): the first product of each
@@ -135,6 +191,54 @@ mod tests {
         assert_eq!(x[2], 0.0);
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(x[3] > x[1] && x[1] > x[0]);
+    }
+
+    /// Every table equals `rope_cache` position by position, for whichever parameters were
+    /// asked last, also after other parameter sets (two rope settings alternating, as gemma3's
+    /// local and global layers do; frequency factors; more settings than entries).
+    #[test]
+    fn rope_tables_equal_rope_cache() {
+        let base = Rope {
+            kind: RopeKind::Norm,
+            n_rot: 8,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+        };
+        let other = Rope {
+            freq_base: 1e6,
+            ..base
+        };
+        let ff = [1.0f32, 2.0, 4.0, 8.0];
+        let asks: [(Rope, std::ops::Range<usize>, Option<&[f32]>); 9] = [
+            (base, 0..5, None),
+            (base, 0..5, None),
+            (other, 0..5, None),
+            (base, 0..5, None),
+            (base, 0..5, Some(&ff)),
+            (base, 5..6, None),
+            (Rope { n_rot: 4, ..base }, 5..6, None),
+            (
+                Rope {
+                    freq_scale: 0.5,
+                    ..other
+                },
+                3..9,
+                None,
+            ),
+            (base, 0..5, None),
+        ];
+        let mut tables = RopeTables::default();
+        let mut one = Vec::new();
+        for (rope, positions, ff) in asks {
+            let got = tables.get(&rope, positions.clone(), ff).to_vec();
+            let mut want = Vec::new();
+            for pos in positions.clone() {
+                rope_cache(&rope, pos, ff, &mut one);
+                want.extend_from_slice(&one);
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{rope:?} {positions:?} {ff:?}");
+        }
     }
 
     #[test]

@@ -62,6 +62,74 @@ pub fn kqv(
     kqv_lanes(order, v, stride, w, o, acc, row)
 }
 
+/// Queries per tile of [`kq_tile`] and [`kqv_tile`].
+pub const TILE: usize = 4;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(TILE <= dot_x86::MAX_TILE_Q);
+
+/// Whether [`kq_tile`] and [`kqv_tile`] can take heads of `hd` (keys) and `hd_v` (values)
+/// elements on this CPU. Without them, attention takes one query at a time.
+pub fn tile_available(hd: usize, hd_v: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        hd.is_multiple_of(LANES) && hd_v.is_multiple_of(LANES) && dot_x86::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (hd, hd_v);
+        false
+    }
+}
+
+/// [`kq`] in `Order::TinyBlas` for [`TILE`] queries (`q`, (TILE, hd), rounded to f16) against
+/// the key rows `keys` of `k` (row `j` at `k[j·stride..]`): `scores[i·row_len + j]` for each
+/// query `i` and key `j`, each bit-identical to `kq(Order::TinyBlas, ..)` of that pair.
+/// Call only where [`tile_available`] holds.
+pub fn kq_tile(
+    k: &[f16],
+    stride: usize,
+    keys: std::ops::Range<usize>,
+    q: &[f32],
+    scores: &mut [f32],
+    row_len: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if tile_available(q.len() / TILE, LANES) {
+        // SAFETY: `tile_available` checked the CPU has AVX-512 F and F16C and that the head is
+        // whole vectors.
+        return unsafe { dot_x86::kq_tile::<TILE>(k, stride, keys, q, scores, row_len) };
+    }
+    let _ = (k, stride, keys, q, scores, row_len);
+    unreachable!("kq_tile called where tile_available is false");
+}
+
+/// [`kqv`] in `Order::TinyBlas` for several queries: query `i` weighs the value rows with
+/// `w[i·row_len..][..lens[i]]` and writes `hd` outputs to `outs[i]`, each bit-identical to
+/// `kqv(Order::TinyBlas, ..)` of that query. Call only where [`tile_available`] holds.
+///
+/// # Safety
+/// Every `outs[i]` points to `hd` writable floats that nothing else accesses during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn kqv_tile(
+    v: &[f16],
+    stride: usize,
+    w: &[f32],
+    row_len: usize,
+    lens: &[usize],
+    outs: &[*mut f32],
+    hd: usize,
+    acc: &mut Vec<f32>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if tile_available(LANES, hd) {
+        // SAFETY: `tile_available` checked the CPU features and the head width; the caller
+        // vouches for `outs`.
+        return unsafe { dot_x86::kqv_tile(v, stride, w, row_len, lens, outs, hd, acc) };
+    }
+    let _ = (v, stride, w, row_len, lens, outs, hd, acc);
+    unreachable!("kqv_tile called where tile_available is false");
+}
+
 /// `x[i] = f16(x[i])` widened back (round to nearest even).
 pub fn round_to_f16(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
