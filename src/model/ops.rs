@@ -209,7 +209,9 @@ mod tests {
             ..base
         };
         let ff = [1.0f32, 2.0, 4.0, 8.0];
-        let asks: [(Rope, std::ops::Range<usize>, Option<&[f32]>); 9] = [
+        // (parameters, positions, frequency factors)
+        type Ask<'a> = (Rope, std::ops::Range<usize>, Option<&'a [f32]>);
+        let asks: [Ask; 9] = [
             (base, 0..5, None),
             (base, 0..5, None),
             (other, 0..5, None),
