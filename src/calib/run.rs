@@ -339,19 +339,11 @@ fn quantize_layer(
     };
     // f32 weights of the layer, as the model holds them now
     let mut w: HashMap<&str, Vec<f32>> = HashMap::new();
-    {
-        let l = &model.weights.layers[il];
-        for (key, m) in [
-            ("attn_q", &l.wq),
-            ("attn_k", &l.wk),
-            ("attn_v", &l.wv),
-            ("attn_output", &l.wo),
-            ("ffn_gate", &l.w_gate),
-            ("ffn_up", &l.w_up),
-            ("ffn_down", &l.w_down),
-        ] {
-            w.insert(key, m.to_f32(&model.file));
-        }
+    for &(key, _) in &WEIGHTS {
+        let m = model.weights.layers[il]
+            .matrix_mut(key)
+            .expect("WEIGHTS names layer matrices");
+        w.insert(key, m.to_f32(&model.file));
     }
     let mut line = format!("layer {il}:");
     // per input: the AWQ scale of each column (1 where none)
@@ -535,16 +527,9 @@ fn quantize_layer(
                         why: e.to_string(),
                     })?,
             };
-        let l = &mut model.weights.layers[il];
-        let matrix = match m {
-            "attn_q" => &mut l.wq,
-            "attn_k" => &mut l.wk,
-            "attn_v" => &mut l.wv,
-            "attn_output" => &mut l.wo,
-            "ffn_gate" => &mut l.w_gate,
-            "ffn_up" => &mut l.w_up,
-            _ => &mut l.w_down,
-        };
+        let matrix = model.weights.layers[il]
+            .matrix_mut(m)
+            .expect("WEIGHTS names layer matrices");
         matrix
             .replace(ty, bytes.clone())
             .map_err(|e| CalibError::Tensor {

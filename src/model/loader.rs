@@ -84,6 +84,22 @@ pub struct Layer {
     pub post_ffn_norm: Option<Vec<f32>>,  // (n_embd) gemma3
 }
 
+impl Layer {
+    /// The matrix called `key` in the GGUF names (`attn_q`, …, `ffn_down`), if it is one.
+    pub fn matrix_mut(&mut self, key: &str) -> Option<&mut Matrix> {
+        Some(match key {
+            "attn_q" => &mut self.wq,
+            "attn_k" => &mut self.wk,
+            "attn_v" => &mut self.wv,
+            "attn_output" => &mut self.wo,
+            "ffn_gate" => &mut self.w_gate,
+            "ffn_up" => &mut self.w_up,
+            "ffn_down" => &mut self.w_down,
+            _ => return None,
+        })
+    }
+}
+
 pub struct Weights {
     pub tok_embd: Matrix, // (n_vocab, n_embd)
     pub output_norm: Vec<f32>,
