@@ -82,7 +82,8 @@ fn quantize(
         p.imatrix = Some((Imatrix::default(), "calib".into()));
         let file = GgufFile::open(&src).unwrap();
         let (plans, _, _) = plan_tensors(&file, &p).unwrap();
-        let (mut model, chunks) = run::load(&src, &calib_text(), "calib", &opts(method)).unwrap();
+        let (mut model, chunks, _) =
+            run::load(&src, &calib_text(), "calib", &opts(method)).unwrap();
         let c = run::calibrate(
             &mut model,
             &chunks,

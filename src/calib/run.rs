@@ -181,6 +181,11 @@ fn input_of(name: &str, prefix: &str) -> Option<Input> {
     WEIGHTS.iter().find(|(w, _)| *w == rest).map(|&(_, i)| i)
 }
 
+/// The token put in place of each chunk's first one: BOS, when the model adds one.
+pub fn chunk_bos(tok: &Tokenizer) -> Option<u32> {
+    tok.bos().filter(|_| tok.add_bos())
+}
+
 /// Tokenizes `text` and cuts it into chunks as llama-imatrix does (first token of each chunk
 /// replaced by BOS when the model adds one).
 pub fn chunks(
@@ -199,7 +204,7 @@ pub fn chunks(
             n_ctx,
         });
     }
-    let bos = tok.bos().filter(|_| tok.add_bos());
+    let bos = chunk_bos(tok);
     Ok((0..n)
         .map(|c| {
             let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
@@ -563,16 +568,20 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Loads the model in `path` for calibration and cuts `text` into chunks.
+/// What [`load`] gives: the model, the chunks, and the token that replaced each chunk's first.
+pub type Loaded = (Model, Vec<Vec<u32>>, Option<u32>);
+
+/// Loads the model in `path` for calibration and cuts `text` into chunks; also returns the
+/// token each chunk starts with in place of its first ([`chunk_bos`]).
 pub fn load(
     path: &Path,
     text: &str,
     text_name: &str,
     opts: &CalibOptions,
-) -> Result<(Model, Vec<Vec<u32>>), CalibError> {
+) -> Result<Loaded, CalibError> {
     let model = Model::load(path, opts.threads)?;
     let tok =
         Tokenizer::from_gguf(&model.file).map_err(|e| CalibError::Tokenizer(e.to_string()))?;
     let chunks = chunks(&tok, text, text_name, opts.n_ctx, opts.chunks)?;
-    Ok((model, chunks))
+    Ok((model, chunks, chunk_bos(&tok)))
 }

@@ -124,7 +124,7 @@ pub fn quantize_calibrated(
             awq_samples: 1024,
             gptq_damp: calib.gptq_damp,
         };
-        let (mut model, chunks) = run::load(input, &text, &name, &opts)?;
+        let (mut model, chunks, bos) = run::load(input, &text, &name, &opts)?;
         eprintln!(
             "calibrating ({}) on {} chunks of {} tokens from {name}",
             calib.method,
@@ -140,12 +140,11 @@ pub fn quantize_calibrated(
             // exactly llama-imatrix, then llama-quantize --imatrix
             let t0 = std::time::Instant::now();
             let collector = Arc::new(Mutex::new(Collector::new(calib.ctx)));
-            let bos = chunks[0][0];
             let tokens: Vec<u32> = chunks.concat();
             let copts = CollectOptions {
                 n_ctx: calib.ctx,
                 max_chunks: None,
-                bos: Some(bos).filter(|_| chunks.iter().all(|c| c[0] == bos)),
+                bos,
                 process_output: false,
                 compute_ppl: false,
             };
