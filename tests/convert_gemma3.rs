@@ -17,8 +17,10 @@
 //! tests/convert_gemma3_tiny.rs has the hand-made cases (norm +1, out-of-vocabulary rows,
 //! piece types, bad `tokenizer.model` files).
 
-#[path = "common/mod.rs"]
-mod common;
+#[path = "convert_common/mod.rs"]
+mod convert_common;
+
+use convert_common::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,9 +29,7 @@ use std::sync::OnceLock;
 use indicatif::ProgressBar;
 use kiln::convert::hf_to_gguf::{convert_dir, ConvertParams};
 use kiln::convert::recipe::Ftype;
-use kiln::ggml_compat::gguf::{GgufFile, Value};
 use serde_json::Value as Json;
-use sha2::{Digest, Sha256};
 
 const CHAT_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
 
@@ -37,10 +37,6 @@ fn work_dir() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("convert-gemma3");
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The HF folder (named like the model: the name gives general.name) made by the fixture tool
@@ -90,122 +86,14 @@ fn convert(dir: &Path, outtype: &str, out: &Path) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-/// The bytes GGUF stores for an array's elements (what the golden hashes).
-fn array_bytes(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in &v.as_array().unwrap().values {
-        match e {
-            Value::String(s) => {
-                out.extend((s.len() as u64).to_le_bytes());
-                out.extend(s.as_bytes());
-            }
-            Value::F32(f) => out.extend(f.to_le_bytes()),
-            Value::I32(i) => out.extend(i.to_le_bytes()),
-            Value::U32(u) => out.extend(u.to_le_bytes()),
-            other => panic!("array element {other:?} not handled"),
-        }
-    }
-    out
-}
-
-fn value_matches(v: &Value, want: &Json) -> bool {
-    match (v, want) {
-        (Value::String(s), Json::String(w)) => s == w,
-        (Value::Bool(b), Json::Bool(w)) => b == w,
-        (Value::F32(f), Json::Number(n)) => n.as_f64() == Some(f64::from(*f)),
-        (Value::Array(a), Json::Object(o)) => {
-            o.get("len").and_then(Json::as_u64) == Some(a.values.len() as u64)
-                && o.get("sha256").and_then(Json::as_str)
-                    == Some(hex(&Sha256::digest(array_bytes(v))).as_str())
-        }
-        (v, Json::Number(n)) => v.as_i64().is_some() && v.as_i64() == n.as_i64(),
-        _ => false,
-    }
-}
-
-/// Every difference between `path` and golden entry `file`; empty when identical.
-fn compare(file: &str, path: &Path) -> Vec<String> {
-    let p = common::workspace_root().join("tests/data/convert/gemma3-270m-hf-to-gguf.json");
-    let text = std::fs::read_to_string(&p).unwrap();
-    let golden: Json = serde_json::from_str(&text).unwrap();
-    let entry = golden
-        .as_array()
-        .and_then(|a| a.iter().find(|e| e["file"] == file))
-        .unwrap_or_else(|| panic!("no golden entry {file}"));
-    let whole = hex(&Sha256::digest(std::fs::read(path).unwrap()));
-    if entry["sha256"] == whole.as_str() {
-        return Vec::new();
-    }
-    let mut bad = vec![format!("file sha256 {whole}, golden {}", entry["sha256"])];
-    let g = GgufFile::open(path).unwrap_or_else(|e| panic!("{e}"));
-    let want_t = entry["tensors"].as_array().unwrap();
-    if want_t.len() != g.tensors().len() {
-        bad.push(format!(
-            "{} tensors, golden {}",
-            g.tensors().len(),
-            want_t.len()
-        ));
-    }
-    for (t, w) in g.tensors().iter().zip(want_t) {
-        let sha = hex(&Sha256::digest(g.tensor_data(t)));
-        let shape: Vec<u64> = w["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(Json::as_u64)
-            .collect();
-        if w["name"] != t.name.as_str()
-            || w["type"] != t.ty.name()
-            || shape != t.dims
-            || w["sha256"] != sha.as_str()
-        {
-            bad.push(format!(
-                "tensor {} {} {:?} (golden {} {} {:?}, data same: {})",
-                t.name,
-                t.ty.name(),
-                t.dims,
-                w["name"],
-                w["type"],
-                shape,
-                w["sha256"] == sha.as_str()
-            ));
-        }
-    }
-    // serde_json's map is sorted: take the golden key order from its text
-    let want_md = entry["metadata"].as_object().unwrap();
-    let mut want_keys: Vec<(usize, &str)> = want_md
-        .keys()
-        .map(|k| {
-            let at = text.find(&format!("\"file\": \"{file}\"")).unwrap();
-            let rel = text[at..].find(&format!("\n   \"{k}\": ")).unwrap();
-            (rel, k.as_str())
-        })
-        .collect();
-    want_keys.sort();
-    let want_keys: Vec<&str> = want_keys.into_iter().map(|(_, k)| k).collect();
-    let keys: Vec<&str> = g
-        .header()
-        .metadata
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .collect();
-    if keys != want_keys {
-        bad.push(format!("metadata keys {keys:?}\n  golden {want_keys:?}"));
-    }
-    for (k, w) in want_md {
-        match g.get(k) {
-            Some(v) if value_matches(v, w) => {}
-            Some(v) => bad.push(format!("metadata {k} = {v} (golden {w})")),
-            None => bad.push(format!("metadata {k} missing")),
-        }
-    }
-    bad
-}
-
 fn check(dir: &Path, outtype: &str, golden_file: &str) {
     let out = work_dir().join(golden_file);
     convert(dir, outtype, &out).unwrap_or_else(|e| panic!("kiln convert {outtype}: {e}"));
-    let bad = compare(golden_file, &out);
+    let golden = convert_common::load_golden(
+        &common::workspace_root().join("tests/data/convert/gemma3-270m-hf-to-gguf.json"),
+        convert_common::ArrayHash::GgufBytes,
+    );
+    let bad = convert_common::compare(&golden, golden_file, &out);
     let _ = std::fs::remove_file(&out);
     assert!(bad.is_empty(), "{outtype}: {}", bad.join("\n"));
 }
