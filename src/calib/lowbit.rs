@@ -21,7 +21,8 @@ use half::f16;
 const F16_MAX_BITS: u16 = 0x7bff;
 
 /// Whether kiln's own weighted fit replaces ggml's quantizer for `ty` when an importance vector
-/// is given (the types whose ggml quantizer ignores it).
+/// is given: the low-bit types whose ggml quantizer ignores it. (ggml also ignores it for the
+/// float types, Q8_0/Q8_1 and MXFP4; those stay ggml's.)
 pub fn has_weighted_fit(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(ty, TQ1_0 | TQ2_0 | Q1_0 | Q2_0)
@@ -31,7 +32,8 @@ pub fn has_weighted_fit(ty: GgmlType) -> bool {
 /// per element of `x`) when given. Without weights, and for every type whose ggml quantizer
 /// takes an importance matrix, this is ggml's `quantize_<type>` (`ggml_quantize_chunk`) exactly,
 /// via [`quant::quantize_row`]. With weights, for TQ1_0, TQ2_0, Q1_0 and Q2_0 (where ggml's
-/// quantizer ignores them) each block is kiln's weighted least-squares fit instead.
+/// quantizer ignores them) each block is kiln's weighted least-squares fit instead, which has no
+/// ggml counterpart (llama.cpp reads its blocks like any other).
 pub fn quantize_row_weighted(
     ty: GgmlType,
     x: &[f32],
