@@ -565,7 +565,8 @@ struct Work {
     prod: Vec<f32>,
 }
 
-/// `deq = dequantize(quantize(w))` row by row with ggml's quantizer for `ty`.
+/// `deq = dequantize(quantize(w))` row by row with the quantizer the file will be written with
+/// (ggml's for `ty`, or kiln's weighted fit for the low-bit types, [`super::quantize_row_weighted`]).
 fn fake_quant(
     name: &str,
     w: &[f32],
@@ -582,7 +583,7 @@ fn fake_quant(
         source,
     };
     for (src, dst) in w.chunks_exact(cols).zip(deq.chunks_exact_mut(cols)) {
-        quant::quantize_row(ty, src, bytes, imatrix).map_err(wrap)?;
+        super::quantize_row_weighted(ty, src, bytes, imatrix).map_err(wrap)?;
         quant::dequantize(ty, bytes, dst).map_err(wrap)?;
     }
     Ok(())

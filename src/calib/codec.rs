@@ -5,11 +5,11 @@
 //! block next to the untouched parameters.
 //!
 //! Codes are the stored levels (Q4_0: 0..=15, Q3_K: 0..=7 with the high bit in `hmask`, Q8_0:
-//! the signed byte, TQ*: the trit 0..=2, Q1_0: the sign bit).
+//! the signed byte, TQ*: the trit 0..=2, Q1_0: the sign bit, Q2_0: the level 0..=3).
 
 use ggml_compat::blocks::{
-    BlockIQ4NL, BlockQ1_0, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
-    BlockQ5_1, BlockQ6K, BlockQ8_0, BlockTQ1_0, BlockTQ2_0,
+    BlockIQ4NL, BlockQ1_0, BlockQ2K, BlockQ2_0, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockTQ1_0, BlockTQ2_0,
 };
 use ggml_compat::quant::float::fp16_to_fp32;
 use ggml_compat::quant::tables::KVALUES_IQ4NL;
@@ -18,7 +18,7 @@ use ggml_compat::GgmlType;
 /// How a code becomes a value; each arm is the expression of the type's `dequantize_row_*`.
 #[derive(Clone, Copy, Debug)]
 enum Rule {
-    /// `(q - off) * a` (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K, TQ1_0, TQ2_0).
+    /// `(q - off) * a` (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K, TQ1_0, TQ2_0, Q2_0).
     Mul,
     /// `q * a + b` (Q4_1, Q5_1).
     MulAdd,
@@ -150,6 +150,7 @@ pub(crate) fn supported(ty: GgmlType) -> bool {
             | TQ1_0
             | TQ2_0
             | Q1_0
+            | Q2_0
     )
 }
 
@@ -236,6 +237,10 @@ pub(crate) fn fit_grids(ty: GgmlType, block: &[u8]) -> Fitted {
             let d = fp16_to_fp32(read::<BlockQ1_0>(block).d);
             one(Grid::with(Rule::Sign, d, 0.0, 1), 128)
         }
+        Q2_0 => one(
+            Grid::mul(fp16_to_fp32(read::<BlockQ2_0>(block).d), 1, 0, 3),
+            64,
+        ),
         Q2_K => {
             let b: BlockQ2K = read(block);
             let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
@@ -420,8 +425,47 @@ pub(crate) fn pack_codes(ty: GgmlType, block: &mut [u8], codes: &[i32]) {
             }
             write(block, &b);
         }
+        Q2_0 => {
+            let mut b: BlockQ2_0 = read(block);
+            b.qs = [0; 16];
+            for (j, &q) in c.iter().enumerate() {
+                b.qs[j / 4] |= (q & 3) << (2 * (j % 4));
+            }
+            write(block, &b);
+        }
         _ => unreachable!("pack_codes called for unsupported {ty}"),
     }
+}
+
+/// Stores the single scale `d` of a block of TQ1_0, TQ2_0, Q1_0 or Q2_0 (the formats with one
+/// f16 scale and no other parameter), keeping its codes. Returns `false` (and leaves the block
+/// alone) for any other type.
+pub(crate) fn set_scale(ty: GgmlType, block: &mut [u8], d: half::f16) -> bool {
+    use GgmlType::*;
+    match ty {
+        TQ1_0 => {
+            let mut b: BlockTQ1_0 = read(block);
+            b.d = d;
+            write(block, &b);
+        }
+        TQ2_0 => {
+            let mut b: BlockTQ2_0 = read(block);
+            b.d = d;
+            write(block, &b);
+        }
+        Q1_0 => {
+            let mut b: BlockQ1_0 = read(block);
+            b.d = d;
+            write(block, &b);
+        }
+        Q2_0 => {
+            let mut b: BlockQ2_0 = read(block);
+            b.d = d;
+            write(block, &b);
+        }
+        _ => return false,
+    }
+    true
 }
 
 #[cfg(test)]
@@ -443,10 +487,11 @@ mod tests {
         }
     }
 
-    const TYPES: [GgmlType; 14] = {
+    const TYPES: [GgmlType; 15] = {
         use GgmlType::*;
         [
             Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, TQ1_0, TQ2_0, Q1_0,
+            Q2_0,
         ]
     };
 

@@ -4,18 +4,20 @@
 //! error is spread over the columns not yet quantized through the upper Cholesky factor `U` of
 //! the damped inverse Hessian (`H⁻¹ = UᵀU`), with lazy updates in blocks of
 //! [`GptqOptions::block`] columns. Every ggml block is a group: when the sweep reaches its first
-//! column, ggml's own quantizer for the type fits its parameters (weighted by `diag(H)`, as an
-//! imatrix) from the current, error-updated weights; the parameters are decoded exactly as
+//! column, the type's importance-weighted quantizer ([`super::quantize_row_weighted`]) fits its
+//! parameters (weighted by `diag(H)`, as an imatrix) from the current, error-updated weights; the parameters are decoded exactly as
 //! stored (fp16 scales, 6-bit sub-scales and mins) and the block's columns are then rounded to
 //! that fixed grid one by one, the error fed back being the value the file will hold.
 //!
 //! The fit sees one block at a time, so where ggml's legacy imatrix quantizers weight by
 //! `imatrix · sqrt(σ² + x²)` with `σ²` the mean square of the whole row, here `σ²` is that of
-//! the block (the K-quants use the super-block's in ggml too). Types without an importance
-//! path (Q8_0, TQ1_0, TQ2_0, Q1_0) get ggml's reference fit.
+//! the block (the K-quants use the super-block's in ggml too). Q8_0 (no importance path in
+//! ggml) gets ggml's reference fit; TQ1_0, TQ2_0, Q1_0 and Q2_0, whose ggml quantizers ignore the
+//! weights, get kiln's weighted fit of the block's scale.
 
 use super::codec::{self, Fitted};
 use super::hessian::Hessian;
+use super::quantize_row_weighted;
 use ggml_compat::quant::{self, QuantError};
 use ggml_compat::GgmlType;
 use std::thread;
@@ -61,7 +63,7 @@ pub struct GptqResult {
 pub enum GptqError {
     #[error(
         "GPTQ cannot write {0} (supported: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, \
-         TQ1_0, TQ2_0, Q1_0); quantize this tensor with the importance matrix instead"
+         TQ1_0, TQ2_0, Q1_0, Q2_0); quantize this tensor with the importance matrix instead"
     )]
     Unsupported(GgmlType),
     #[error("GPTQ: {what}")]
@@ -320,7 +322,7 @@ impl Sweep<'_> {
                             let cols = i..i + bs;
                             let imp = &self.imp[cols.clone()];
                             let weights = (imp.iter().any(|&v| v > 0.0)).then_some(imp);
-                            quant::quantize_row(self.ty, &wr[cols], &mut block, weights)?;
+                            quantize_row_weighted(self.ty, &wr[cols], &mut block, weights)?;
                             fitted = Some(codec::fit_grids(self.ty, &block));
                         }
                         let grid = fitted.as_ref().expect("block fitted at its first column");

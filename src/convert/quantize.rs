@@ -154,7 +154,9 @@ pub fn compile_overrides(
 
 /// Quantize the rows of `src` (`ncols` values each) to `ty`, spreading rows over `threads`
 /// (`llama_tensor_quantize_impl`; rows are independent, so the split does not change a byte).
-/// `imatrix` holds `ncols` weights per expert, `rows_per_expert` rows each.
+/// `imatrix` holds `ncols` weights per expert, `rows_per_expert` rows each. With an importance
+/// matrix, TQ1_0, TQ2_0, Q1_0 and Q2_0 get kiln's weighted fit (ggml's quantizer ignores the
+/// matrix there; see [`crate::calib::quantize_row_weighted`]); every other case is ggml's bytes.
 pub fn quantize_rows(
     ty: GgmlType,
     src: &[f32],
@@ -186,7 +188,8 @@ pub fn quantize_rows(
                             let e = r / rows_per_expert;
                             m.get(e * ncols..(e + 1) * ncols).unwrap_or(&[])
                         });
-                        quant::quantize_row(ty, &src[r * ncols..(r + 1) * ncols], drow, w)?;
+                        let x = &src[r * ncols..(r + 1) * ncols];
+                        crate::calib::quantize_row_weighted(ty, x, drow, w)?;
                     }
                     Ok(())
                 })
