@@ -127,12 +127,9 @@ pub enum AwqError {
     NoTargets,
     #[error("AWQ: bad option: {0}")]
     Options(&'static str),
-    #[error("AWQ: tensor {name}: {source}")]
-    Quant {
-        name: String,
-        #[source]
-        source: QuantError,
-    },
+    // The cause is in the message, so not also the `source` (it would print twice).
+    #[error("AWQ: tensor {name}: {cause}")]
+    Quant { name: String, cause: QuantError },
 }
 
 /// Smallest scale before normalisation (llm-awq's `clamp(min=1e-4)`).
@@ -477,7 +474,7 @@ fn check_target(
     if quant::fns(ty).is_none() {
         return Err(AwqError::Quant {
             name: name.to_string(),
-            source: QuantError::Unsupported(ty),
+            cause: QuantError::Unsupported(ty),
         });
     }
     if !cols.is_multiple_of(ty.block_size()) {
@@ -578,9 +575,9 @@ fn fake_quant(
 ) -> Result<(), AwqError> {
     bytes.resize(cols / ty.block_size() * ty.type_size(), 0);
     deq.resize(w.len(), 0.0);
-    let wrap = |source| AwqError::Quant {
+    let wrap = |cause| AwqError::Quant {
         name: name.to_string(),
-        source,
+        cause,
     };
     for (src, dst) in w.chunks_exact(cols).zip(deq.chunks_exact_mut(cols)) {
         super::quantize_row_weighted(ty, src, bytes, imatrix).map_err(wrap)?;

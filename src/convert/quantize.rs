@@ -23,8 +23,10 @@ pub const QUANTIZATION_VERSION: u32 = 2;
 pub enum QuantizeError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("{file}: {source}")]
-    Recipe { file: PathBuf, source: RecipeError },
+    // The cause is part of the message, so it is not also the error's `source` (anyhow's `{:#}`
+    // would print it twice).
+    #[error("{file}: {cause}")]
+    Recipe { file: PathBuf, cause: RecipeError },
     #[error("{file}: metadata key '{key}' is missing or not {what}")]
     Key {
         file: PathBuf,
@@ -39,11 +41,11 @@ pub enum QuantizeError {
         tensor: String,
         ty: GgmlType,
     },
-    #[error("{file}: tensor '{tensor}': {source}")]
+    #[error("{file}: tensor '{tensor}': {cause}")]
     Quant {
         file: PathBuf,
         tensor: String,
-        source: QuantError,
+        cause: QuantError,
     },
     #[error("tensor '{tensor}': the importance matrix has {got} values, the tensor needs {want}")]
     ImatrixSize {
@@ -237,9 +239,9 @@ pub fn plan_tensors(
         let t = &file.tensors()[i];
         let to = recipe
             .tensor_type(&t.name, &t.dims, t.ty)
-            .map_err(|source| QuantizeError::Recipe {
+            .map_err(|cause| QuantizeError::Recipe {
                 file: path.clone(),
-                source,
+                cause,
             })?;
         if to != t.ty && t.ty.is_quantized() && !params.allow_requantize {
             return Err(QuantizeError::Requantize {
@@ -346,10 +348,10 @@ pub fn quantize_file(
             writer.write_tensor_data(&plan.name, data)?;
             bytes_out += data.len() as u64;
         } else {
-            let qerr = |source| QuantizeError::Quant {
+            let qerr = |cause| QuantizeError::Quant {
                 file: path.clone(),
                 tensor: plan.name.clone(),
-                source,
+                cause,
             };
             let n = t.n_elements() as usize;
             match replaced {
