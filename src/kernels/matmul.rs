@@ -264,8 +264,8 @@ const PARALLEL_CONVERT_MIN: usize = 16 * 1024;
 type ConvertFn<'a> = dyn Fn(&[f32], &mut [u8]) -> Result<(), QuantError> + Sync + 'a;
 
 /// Converts the whole rows of `cols` floats in `x` into `dst` (`act_row` bytes a row) with
-/// `convert(rows, bytes)`, in contiguous runs of rows, one per thread of `par` when the batch is
-/// large enough to pay. Each row is converted on its own, so the bytes do not depend on the
+/// `convert(rows, bytes)`, in contiguous runs of rows shared among the threads of `par` when the
+/// batch is large enough to pay. Each row is converted on its own, so the bytes do not depend on the
 /// split. ggml splits every row among its threads instead (`from_float` on a share of each
 /// row's blocks): blocks are independent, so the result is the same.
 fn convert_rows<P: Parallel + ?Sized>(
@@ -277,8 +277,9 @@ fn convert_rows<P: Parallel + ?Sized>(
     act_row: usize,
 ) -> Result<(), QuantError> {
     let n_rows = dst.len().checked_div(act_row).unwrap_or(0);
-    let parts = par.threads().min(n_rows);
-    if parts <= 1 || x.len() < PARALLEL_CONVERT_MIN {
+    // A few runs per thread, so a thread that starts late still finds work.
+    let parts = (4 * par.threads()).min(n_rows);
+    if par.threads() <= 1 || parts <= 1 || x.len() < PARALLEL_CONVERT_MIN {
         return convert(x, dst);
     }
     let per = n_rows.div_ceil(parts);
