@@ -21,6 +21,8 @@ mod x86_avx512_floats;
 mod x86_avx512_kquants;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_q8_0;
 
 pub(crate) mod tinyblas;
 
@@ -117,6 +119,12 @@ fn vec_dot_kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
         Isa::Avx512 if isa.is_available() && ty == GgmlType::F16 => {
             // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
             Some(unsafe { x86_avx512_floats::f16_kernel() })
+        }
+        // Q8_0 has its own 4 × 6 tile (no register spills; also llamafile's order).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() && ty == GgmlType::Q8_0 => {
+            // SAFETY: as above.
+            Some(unsafe { x86_avx512_q8_0::kernel() })
         }
         // The AVX-512 table's vec_dots of the 32-element types sum exactly as the AVX2 ones
         // (ggml's), and so do these tiles.
