@@ -4,6 +4,11 @@
 //! call of the type's `vec_dot`. Because each output is exactly one `vec_dot`, the result does
 //! not depend on the number of threads.
 //!
+//! Where ggml's x86 build multiplies a batch in another order than the vec_dot — repacked
+//! Q4_K, tiled Q6_K, llamafile's tinyBLAS for F16 (`gemm/tinyblas.rs`) — each output is one
+//! call of that order's per-pair function instead, still independent of the thread count.
+//! Converting the activations is split across the threads too (`convert_rows`).
+//!
 //! Work is cut into tiles (a range of weight rows × a range of tokens) handed to a [`Parallel`]
 //! executor. [`ScopedThreads`] spawns threads for each call with `std::thread::scope`; a
 //! persistent pool can implement the same trait and be passed to [`matmul_with`].
