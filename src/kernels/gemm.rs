@@ -8,6 +8,10 @@
 //! scale multiplies which lane, the fused multiply-adds in block order, the final horizontal
 //! sum — are the vec_dot's, only interleaved across rows and tokens. `matmul.rs` falls back to
 //! the vec_dot for the rows and tokens that do not fill a whole tile.
+//!
+//! Where ggml itself multiplies a batch in another order than its vec_dot — the repacked and
+//! tiled K-quants ([`Order`]), llamafile's F16 tinyBLAS ([`tinyblas`], [`TbF16`]) — the tiles
+//! reproduce that order instead, and so do the single pairs used around them.
 
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2_kquants;
@@ -17,8 +21,12 @@ mod x86_avx512_floats;
 mod x86_avx512_kquants;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_q8_0;
 
-use super::Isa;
+pub(crate) mod tinyblas;
+
+use super::{Isa, VecDot};
 use ggml_compat::GgmlType;
 
 /// A tile of `rows` weight rows × `tokens` tokens: `run(n, w, w_stride, a, a_stride, out)`
@@ -81,6 +89,29 @@ pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel>
     }
 }
 
+/// llamafile's F16 × F16 order ([`tinyblas`]) on one instruction set: a tile, the same order for
+/// one pair, and the activation conversion both read. The activations are not F16 bytes but
+/// f32 bytes holding each value rounded to f16 (`widen(x, dst)`, `dst` 4 bytes a value), so a
+/// tile loads them ready instead of converting each vector for every tile it is used in.
+#[derive(Clone, Copy)]
+pub(super) struct TbF16 {
+    pub tile: GemmKernel,
+    pub dot: VecDot,
+    pub widen: fn(x: &[f32], dst: &mut [u8]),
+}
+
+/// The [`TbF16`] of `isa`, if it has one (AVX-512: ggml's `tinyBLAS<16, __m512, ..>`).
+pub(super) fn tinyblas_f16(isa: Isa) -> Option<TbF16> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            Some(unsafe { x86_avx512_floats::tinyblas_f16() })
+        }
+        _ => None,
+    }
+}
+
 /// The batched twin of the table's `vec_dot`.
 fn vec_dot_kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
     match isa {
@@ -88,6 +119,12 @@ fn vec_dot_kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
         Isa::Avx512 if isa.is_available() && ty == GgmlType::F16 => {
             // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
             Some(unsafe { x86_avx512_floats::f16_kernel() })
+        }
+        // Q8_0 has its own 4 × 6 tile (no register spills; also llamafile's order).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() && ty == GgmlType::Q8_0 => {
+            // SAFETY: as above.
+            Some(unsafe { x86_avx512_q8_0::kernel() })
         }
         // The AVX-512 table's vec_dots of the 32-element types sum exactly as the AVX2 ones
         // (ggml's), and so do these tiles.
@@ -292,6 +329,102 @@ mod tests {
                         let want = per_pair(cols, wm.row(r).unwrap(), &a[t * ab..(t + 1) * ab]);
                         let got = out[t * rows + r];
                         assert_eq!(got.to_bits(), want.to_bits(), "{ty} [t {t}][r {r}]");
+                    }
+                }
+            }
+        }
+    }
+
+    /// llamafile's F16 order: the AVX-512 tile and single pair equal the portable spec
+    /// (`tinyblas::vec_dot_f16_tinyblas` on the F16 activations) bit for bit.
+    #[test]
+    fn tinyblas_f16_tile_and_pair_equal_spec_bit_for_bit() {
+        let Some(tb) = tinyblas_f16(Isa::Avx512) else {
+            return;
+        };
+        let mut seed = 0x0bad_cafeu32;
+        let g = tb.tile;
+        for n in [16usize, 48, 576, 1536] {
+            let (ws, as_) = (2 * n + 6, 4 * n + 12);
+            let mut w = vec![0u8; ws * g.rows];
+            for r in 0..g.rows {
+                let x = values(&mut seed, n);
+                quantize_activations(GgmlType::F16, &x, n, &mut w[r * ws..r * ws + 2 * n]).unwrap();
+            }
+            let mut a16 = vec![0u8; 2 * n * g.tokens];
+            let mut a32 = vec![0u8; as_ * g.tokens];
+            for t in 0..g.tokens {
+                let x = values(&mut seed, n);
+                let a16 = &mut a16[t * 2 * n..(t + 1) * 2 * n];
+                quantize_activations(GgmlType::F16, &x, n, a16).unwrap();
+                (tb.widen)(&x, &mut a32[t * as_..t * as_ + 4 * n]);
+            }
+            let mut out = vec![f32::NAN; g.rows * g.tokens];
+            (g.run)(n, &w, ws, &a32, as_, &mut out);
+            for r in 0..g.rows {
+                for t in 0..g.tokens {
+                    let (wr, ar) = (&w[r * ws..r * ws + 2 * n], &a16[t * 2 * n..(t + 1) * 2 * n]);
+                    let want = tinyblas::vec_dot_f16_tinyblas(n, wr, ar);
+                    let got = out[t * g.rows + r];
+                    assert_eq!(got.to_bits(), want.to_bits(), "tile n {n} r {r} t {t}");
+                    let pair = (tb.dot)(n, wr, &a32[t * as_..t * as_ + 4 * n]);
+                    assert_eq!(pair.to_bits(), want.to_bits(), "pair n {n} r {r} t {t}");
+                }
+            }
+        }
+    }
+
+    /// Through `matmul` on 1–3 threads: an F16 matrix gives llamafile's order for batches it
+    /// takes (rows % 4, columns % 16, two tokens or more; odd counts leave partial tiles) and
+    /// the vec_dot otherwise; Q8_0 (activations converted on several threads from 16K floats)
+    /// gives its vec_dot — bit for bit.
+    #[test]
+    fn matmul_keeps_the_float_orders() {
+        use crate::kernels::{kernels, matmul, WeightMatrix};
+        let avx512 = crate::kernels::active_isa() == "avx512";
+        let mut seed = 0x7f4a_7c15u32;
+        for (ty, rows, cols) in [
+            (GgmlType::F16, 28, 576),
+            (GgmlType::F16, 30, 576),
+            (GgmlType::F16, 12, 40),
+            (GgmlType::Q8_0, 20, 576),
+        ] {
+            let k = *kernels(ty).unwrap();
+            let wb = ty.row_bytes(cols as u64).unwrap() as usize;
+            let mut w = vec![0u8; wb * rows];
+            for row in w.chunks_exact_mut(wb) {
+                let x = values(&mut seed, cols);
+                if ty == GgmlType::F16 {
+                    quantize_activations(ty, &x, cols, row).unwrap();
+                } else {
+                    quantize_row(ty, &x, row, None).unwrap();
+                }
+            }
+            let wm = WeightMatrix::new("t", ty, rows, cols, &w).unwrap();
+            for n_tokens in [1usize, 2, 7, 13, 37] {
+                let x = values(&mut seed, cols * n_tokens);
+                let ab = k.vec_dot_type.row_bytes(cols as u64).unwrap() as usize;
+                let mut a = vec![0u8; ab * n_tokens];
+                quantize_activations(k.vec_dot_type, &x, cols, &mut a).unwrap();
+                let tb = avx512 && ty == GgmlType::F16 && tinyblas::takes_f16(rows, cols, n_tokens);
+                for threads in 1..=3 {
+                    let mut out = vec![f32::NAN; rows * n_tokens];
+                    matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
+                    for t in 0..n_tokens {
+                        for r in 0..rows {
+                            let ar = &a[t * ab..(t + 1) * ab];
+                            let want = if tb {
+                                tinyblas::vec_dot_f16_tinyblas(cols, wm.row(r).unwrap(), ar)
+                            } else {
+                                (k.vec_dot)(cols, wm.row(r).unwrap(), ar)
+                            };
+                            let got = out[t * rows + r];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{ty} {rows}x{cols}, {n_tokens} tokens on {threads}: [t {t}][r {r}]"
+                            );
+                        }
                     }
                 }
             }

@@ -4,11 +4,16 @@
 //! call of the type's `vec_dot`. Because each output is exactly one `vec_dot`, the result does
 //! not depend on the number of threads.
 //!
+//! Where ggml's x86 build multiplies a batch in another order than the vec_dot — repacked
+//! Q4_K, tiled Q6_K, llamafile's tinyBLAS for F16 (`gemm/tinyblas.rs`) — each output is one
+//! call of that order's per-pair function instead, still independent of the thread count.
+//! Converting the activations is split across the threads too (`convert_rows`).
+//!
 //! Work is cut into tiles (a range of weight rows × a range of tokens) handed to a [`Parallel`]
 //! executor. [`ScopedThreads`] spawns threads for each call with `std::thread::scope`; a
 //! persistent pool can implement the same trait and be passed to [`matmul_with`].
 
-use super::gemm::{self, GemmKernel};
+use super::gemm::{self, tinyblas, GemmKernel};
 use super::{kernels, repack, VecDot};
 use ggml_compat::quant::{quantize_row, QuantError};
 use ggml_compat::GgmlType;
@@ -256,6 +261,53 @@ pub fn quantize_activations(
     Ok(())
 }
 
+/// Activations (elements) from which converting them is split across the executor's threads:
+/// below, spawning or waking threads costs more than the conversion (decode converts one row).
+const PARALLEL_CONVERT_MIN: usize = 16 * 1024;
+
+/// `convert(rows, bytes)` of [`convert_rows`].
+type ConvertFn<'a> = dyn Fn(&[f32], &mut [u8]) -> Result<(), QuantError> + Sync + 'a;
+
+/// Converts the whole rows of `cols` floats in `x` into `dst` (`act_row` bytes a row) with
+/// `convert(rows, bytes)`, in contiguous runs of rows shared among the threads of `par` when the
+/// batch is large enough to pay. Each row is converted on its own, so the bytes do not depend on the
+/// split. ggml splits every row among its threads instead (`from_float` on a share of each
+/// row's blocks): blocks are independent, so the result is the same.
+fn convert_rows<P: Parallel + ?Sized>(
+    par: &P,
+    convert: &ConvertFn,
+    x: &[f32],
+    cols: usize,
+    dst: &mut [u8],
+    act_row: usize,
+) -> Result<(), QuantError> {
+    let n_rows = dst.len().checked_div(act_row).unwrap_or(0);
+    // A few runs per thread, so a thread that starts late still finds work.
+    let parts = (4 * par.threads()).min(n_rows);
+    if par.threads() <= 1 || parts <= 1 || x.len() < PARALLEL_CONVERT_MIN {
+        return convert(x, dst);
+    }
+    let per = n_rows.div_ceil(parts);
+    let jobs: Vec<std::sync::Mutex<(&[f32], &mut [u8])>> = x
+        .chunks(per * cols)
+        .zip(dst.chunks_mut(per * act_row))
+        .map(std::sync::Mutex::new)
+        .collect();
+    let failed = std::sync::Mutex::new(None);
+    par.run(jobs.len(), &|i| {
+        // Each job is taken by exactly one task, so the lock is never contended.
+        let mut job = jobs[i].lock().unwrap_or_else(|e| e.into_inner());
+        let (src, out) = &mut *job;
+        if let Err(e) = convert(src, out) {
+            *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// Bytes of one row of `cols` activations converted to `vec_dot_type`.
 fn act_row_bytes(vec_dot_type: GgmlType, cols: usize) -> Result<usize, QuantError> {
     let bytes = vec_dot_type
@@ -360,19 +412,46 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     if n_tokens == 0 || rows == 0 {
         return Ok(());
     }
-    let act: &[u8] = if vdt == GgmlType::F32 {
+    let isa = super::active_table().isa();
+    // ggml's x86 builds hand an F16 batch to llamafile's tinyBLAS, which sums in its own order
+    // (see `gemm/tinyblas.rs`); its activations are kept as f16-rounded f32s.
+    let tb = if w.ty == GgmlType::F16 && tinyblas::takes_f16(rows, cols, n_tokens) {
+        gemm::tinyblas_f16(isa)
+    } else {
+        None
+    };
+    let (dots, act_row) = match tb {
+        Some(tb) => {
+            let dot = tb.dot;
+            let dots = Dots {
+                head: dot,
+                tail: dot,
+                tail_from: n_tokens,
+            };
+            (dots, cols * 4)
+        }
+        None => (dots, act_row),
+    };
+    let act: &[u8] = if tb.is_none() && vdt == GgmlType::F32 {
         // Already the vec_dot_type: ggml skips the conversion too.
         bytemuck::cast_slice(x)
     } else {
         let buf = scratch.bytes(n_tokens * act_row);
-        quantize_activations(vdt, x, cols, buf).map_err(act_err)?;
+        let convert = |src: &[f32], dst: &mut [u8]| match tb {
+            Some(tb) => {
+                (tb.widen)(src, dst);
+                Ok(())
+            }
+            None => quantize_activations(vdt, src, cols, dst),
+        };
+        convert_rows(par, &convert, x, cols, buf, act_row).map_err(act_err)?;
         buf
     };
     debug_assert_eq!(act.len(), n_tokens * act_row);
-    let batched = if n_tokens >= 2 {
-        gemm::kernel(super::active_table().isa(), w.ty, order)
-    } else {
-        None
+    let batched = match tb {
+        Some(tb) => Some(tb.tile),
+        None if n_tokens >= 2 => gemm::kernel(isa, w.ty, order),
+        None => None,
     };
     let (row_align, tok_align) = batched.map_or((1, 1), |g| (g.rows, g.tokens));
     let tiles = Tiles::new(rows, n_tokens, par.threads(), row_align, tok_align);
