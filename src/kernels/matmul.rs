@@ -371,6 +371,9 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     debug_assert_eq!(act.len(), n_tokens * act_row);
     let batched = if n_tokens >= 2 {
         gemm::kernel(super::active_table().isa(), w.ty, order)
+    } else if order == gemm::Order::VecDot {
+        // One token: several rows' vec_dots side by side (`gemv.rs`).
+        super::gemv::kernel(super::active_table().isa(), w.ty)
     } else {
         None
     };
@@ -406,6 +409,9 @@ fn tile(
     tokens: std::ops::Range<usize>,
     dst: &SharedOut,
 ) {
+    if let Some((g, _)) = batched.filter(|(g, _)| g.tokens == 1 && tokens.len() == 1) {
+        return gemv_tile(g, k, w, act, act_row, rows, tokens.start, dst);
+    }
     let mut r = rows.start;
     if let Some((g, until)) = batched {
         let mut buf = [0f32; GemmKernel::MAX_OUT];
@@ -436,6 +442,42 @@ fn tile(
         }
     }
     dots(k, w, act, act_row, r..rows.end, tokens, dst);
+}
+
+/// One token through a multi-row gemv (`gemv.rs`): the rows cut into `g.rows` equal runs read
+/// side by side, each front to back, so the weights stream in as `g.rows` sequential streams;
+/// the rows left over one `vec_dot` each.
+#[allow(clippy::too_many_arguments)]
+fn gemv_tile(
+    g: GemmKernel,
+    k: &Dots,
+    w: &WeightMatrix,
+    act: &[u8],
+    act_row: usize,
+    rows: std::ops::Range<usize>,
+    t: usize,
+    dst: &SharedOut,
+) {
+    let run = rows.len() / g.rows;
+    let a = &act[t * act_row..(t + 1) * act_row];
+    let mut buf = [0f32; GemmKernel::MAX_OUT];
+    let buf = &mut buf[..g.rows];
+    for r in rows.start..rows.start + run {
+        (g.run)(
+            w.cols,
+            &w.data[r * w.row_bytes..],
+            run * w.row_bytes,
+            a,
+            act_row,
+            buf,
+        );
+        for (i, &v) in buf.iter().enumerate() {
+            // SAFETY: as in `dots`: row r + i * run < rows.end lies in this task's tile.
+            unsafe { dst.write(t * w.rows + r + i * run, v) };
+        }
+    }
+    let rest = rows.start + run * g.rows..rows.end;
+    dots(k, w, act, act_row, rest, t..t + 1, dst);
 }
 
 /// One `vec_dot` per (row, token) pair: weight rows outermost, so each row is read once while

@@ -17,6 +17,7 @@
 mod aarch64_neon;
 mod act_quant;
 mod gemm;
+mod gemv;
 pub mod matmul;
 mod repack;
 pub mod scalar;

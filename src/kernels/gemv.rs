@@ -1,0 +1,123 @@
+//! Multi-row gemv for decode (one token): one call computes the dot products of `R` weight rows
+//! with one activation row. ggml's vec_dot keeps one accumulator chain per row, whose latency
+//! (a fused multiply-add per block, in order) bounds a one-row-at-a-time loop; running `R` rows'
+//! chains side by side lets them overlap. Each row's float operations stay exactly its vec_dot's,
+//! so every output is bit-identical to the table's `vec_dot` (tested below).
+//!
+//! A kernel is a [`GemmKernel`] with `tokens == 1`. `matmul.rs` hands it rows that lie far apart
+//! (a task's rows cut into `R` equal runs, each read front to back): the hardware prefetchers
+//! follow several sequential streams, but not adjacent rows read side by side (measured: that
+//! was slower than one row at a time once the weights stream from memory).
+
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512;
+
+use super::gemm::GemmKernel;
+use super::Isa;
+use ggml_compat::GgmlType;
+
+/// The multi-row gemv of weight type `ty` for the table of `isa` whose outputs equal that
+/// table's `vec_dot` bit for bit, if there is one.
+pub(super) fn kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
+    static R: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let over = *R.get_or_init(|| {
+        std::env::var("KILN_GEMV_ROWS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+    });
+    let rows = over.unwrap_or(match ty {
+        GgmlType::Q8_0 => 2,
+        _ => 4,
+    });
+    kernel_rows(isa, ty, rows)
+}
+
+fn kernel_rows(isa: Isa, ty: GgmlType, rows: usize) -> Option<GemmKernel> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            unsafe { x86_avx512::kernel(ty, rows) }
+        }
+        _ => {
+            let _ = (ty, rows);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{quantize_activations, table};
+    use ggml_compat::quant::quantize_row;
+
+    /// A tiny xorshift generator: values in (-4, 4), some blocks scaled way down or up.
+    fn values(seed: &mut u32, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 17;
+                *seed ^= *seed << 5;
+                let v = (*seed as f32 / u32::MAX as f32 - 0.5) * 8.0;
+                match (i / 32) % 7 {
+                    3 => v * 1e-3,
+                    5 => v * 50.0,
+                    _ => v,
+                }
+            })
+            .collect()
+    }
+
+    /// Every gemv output equals the table's vec_dot bit for bit, for every type and row count
+    /// with a kernel on every instruction set this CPU runs, block counts odd and even, rows
+    /// read at an odd offset into the weights.
+    #[test]
+    fn gemv_equals_vec_dot_bit_for_bit() {
+        let mut seed = 0x2545_f491u32;
+        let mut checked = 0;
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            let t = table(isa).unwrap();
+            for ty in crate::kernels::supported_types() {
+                for rows in 1..=8 {
+                    let Some(g) = kernel_rows(isa, ty, rows) else {
+                        continue;
+                    };
+                    assert_eq!((g.rows, g.tokens), (rows, 1));
+                    let k = t.get(ty).unwrap();
+                    let block = ty.block_size().max(k.vec_dot_type.block_size());
+                    for blocks in [1usize, 2, 3, 18, 25] {
+                        let n = block * blocks;
+                        let row_bytes = ty.row_bytes(n as u64).unwrap() as usize;
+                        // One spare byte in front, so rows start at odd addresses.
+                        let mut wq = vec![0u8; 1 + rows * row_bytes];
+                        for r in 0..rows {
+                            let w = values(&mut seed, n);
+                            let dst = &mut wq[1 + r * row_bytes..][..row_bytes];
+                            quantize_row(ty, &w, dst, None).unwrap();
+                        }
+                        let a = values(&mut seed, n);
+                        let vdt = k.vec_dot_type;
+                        let mut aq = vec![0u8; vdt.row_bytes(n as u64).unwrap() as usize];
+                        quantize_activations(vdt, &a, n, &mut aq).unwrap();
+                        let mut out = vec![f32::NAN; rows];
+                        (g.run)(n, &wq[1..], row_bytes, &aq, aq.len(), &mut out);
+                        for (r, got) in out.iter().enumerate() {
+                            let w_row = &wq[1 + r * row_bytes..][..row_bytes];
+                            let want = (k.vec_dot)(n, w_row, &aq);
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{isa} {ty} {rows} rows × {blocks} blocks, row {r}: {got} vs {want}"
+                            );
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        if Isa::Avx512.is_available() {
+            assert!(checked > 0, "no gemv kernel was checked");
+        }
+    }
+}
