@@ -17,6 +17,8 @@ mod x86_avx512_floats;
 mod x86_avx512_kquants;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
+#[cfg(target_arch = "x86_64")]
+pub(super) mod x86_avx512_tq2;
 
 use super::Isa;
 use ggml_compat::GgmlType;
@@ -88,6 +90,11 @@ fn vec_dot_kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
         Isa::Avx512 if isa.is_available() && ty == GgmlType::F16 => {
             // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
             Some(unsafe { x86_avx512_floats::f16_kernel() })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() && ty == GgmlType::TQ2_0 => {
+            // SAFETY: as above.
+            Some(unsafe { x86_avx512_tq2::kernel() })
         }
         // The AVX-512 table's vec_dots of the 32-element types sum exactly as the AVX2 ones
         // (ggml's), and so do these tiles.

@@ -35,8 +35,13 @@ pub(super) fn kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
 fn kernel_rows(isa: Isa, ty: GgmlType, rows: usize) -> Option<GemmKernel> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if isa.is_available() => {
+        Isa::Avx512 if isa.is_available() && ty == GgmlType::TQ2_0 => {
             // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            unsafe { super::gemm::x86_avx512_tq2::gemv_kernel(rows) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() => {
+            // SAFETY: as above.
             unsafe { x86_avx512::kernel(ty, rows) }
         }
         _ => {

@@ -1,10 +1,11 @@
-//! AVX-512 VNNI multi-row gemv for Q4_1 and Q8_0 (one token): `R` rows' vec_dots of
+//! AVX-512 VNNI multi-row gemv for Q4_1, Q8_0 and Q2_0 (one token): `R` rows' vec_dots of
 //! `x86_avx512.rs` run side by side, each row with its own accumulator, so each row's float
 //! operations are exactly its vec_dot's (bit-identical) while the `R` dependency chains overlap.
 //! The activation block pair is loaded and joined once for all rows.
 
 use crate::kernels::gemm::GemmKernel;
-use crate::kernels::x86_avx2::{bytes_from_nibbles_32, fp16_mul, load256, Q4_1, Q8_0, Q8_1, QK};
+use crate::kernels::x86_avx2::{bytes_from_nibbles_32, fp16, fp16_mul, load128, load256};
+use crate::kernels::x86_avx2::{Q2_0, Q4_1, Q8_0, Q8_1, QK};
 use crate::kernels::x86_avx512::{
     dot_i8_256, dot_i8_512, fma_2_blocks, hsum8, join256, nibbles_2x32,
 };
@@ -106,6 +107,53 @@ fn q8_0_rows<const R: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], _as: usize
     }
 }
 
+/// `R` rows of `x86_avx2::legacy::vec_dot_q2_0_q8_0` (kiln's AVX2 Q2_0 kernel, which the AVX-512
+/// table uses too) against one Q8_0 activation row. That kernel's 8 lanes per Q8_0 block sum the
+/// elements `16h + s + {0, 4, 8, 12}` (planar codes, activations shuffled to match); here one
+/// 512-bit `vpdpbusd` of the unsigned codes covers both Q8_0 blocks of a Q2_0 block with the
+/// same lanes, starting from `−Σ y` of each lane (shared by all rows), so each lane is the same
+/// exact integer `Σ (q − 1) · y`, and the floats follow as [`fma_2_blocks`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q2_0_rows<const R: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], _as: usize, out: &mut [f32]) {
+    let nb = n / 64;
+    let y = &a[..2 * nb * Q8_0].as_chunks::<Q8_0>().0;
+    let x = row_blocks::<R, Q2_0>(w, ws, nb);
+    // Byte 4s + b of a 128-bit half takes element 4b + s of that half (as the vec_dot).
+    let order = _mm256_setr_epi8(
+        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10,
+        14, 3, 7, 11, 15,
+    );
+    // 128-bit lane i takes code word i: Q8_0 block 0's low and high half, then block 1's.
+    let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    let shifts = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6);
+    let (m3, ones, zero) = (
+        _mm512_set1_epi8(3),
+        _mm512_set1_epi8(1),
+        _mm512_setzero_si512(),
+    );
+    let mut acc = [_mm256_setzero_ps(); R];
+    for i in 0..nb {
+        let (y0, y1) = (&y[2 * i], &y[2 * i + 1]);
+        let q8 = join256(
+            _mm256_shuffle_epi8(load256(&y0[2..]), order),
+            _mm256_shuffle_epi8(load256(&y1[2..]), order),
+        );
+        let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, ones, q8));
+        let (dy0, dy1) = (fp16(y0), fp16(y1));
+        for r in 0..R {
+            let xb = &x[r][i];
+            let words = _mm512_permutexvar_epi32(spread, _mm512_castsi128_si512(load128(&xb[2..])));
+            let codes = _mm512_and_si512(_mm512_srlv_epi32(words, shifts), m3);
+            let dx = fp16(xb);
+            let dot = _mm512_dpbusd_epi32(start, codes, q8);
+            acc[r] = fma_2_blocks(acc[r], dx * dy0, dx * dy1, dot);
+        }
+    }
+    for r in 0..R {
+        out[r] = hsum8(acc[r]);
+    }
+}
+
 /// Declares a safe wrapper per instantiation.
 macro_rules! wrappers {
     ($($name:ident => $f:ident :: <$r:literal>),* $(,)?) => {
@@ -126,6 +174,9 @@ wrappers!(
     q8_0_x4 => q8_0_rows::<4>,
     q4_1_x8 => q4_1_rows::<8>,
     q8_0_x8 => q8_0_rows::<8>,
+    q2_0_x2 => q2_0_rows::<2>,
+    q2_0_x4 => q2_0_rows::<4>,
+    q2_0_x8 => q2_0_rows::<8>,
 );
 
 /// The `rows`-row gemv of weight type `ty`, if this file has one.
@@ -141,6 +192,9 @@ pub(super) unsafe fn kernel(ty: GgmlType, rows: usize) -> Option<GemmKernel> {
         (GgmlType::Q8_0, 4) => q8_0_x4,
         (GgmlType::Q4_1, 8) => q4_1_x8,
         (GgmlType::Q8_0, 8) => q8_0_x8,
+        (GgmlType::Q2_0, 2) => q2_0_x2,
+        (GgmlType::Q2_0, 4) => q2_0_x4,
+        (GgmlType::Q2_0, 8) => q2_0_x8,
         _ => return None,
     };
     Some(GemmKernel {
