@@ -26,7 +26,7 @@ pub(super) fn kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
             .and_then(|s| s.parse().ok())
     });
     let rows = over.unwrap_or(match ty {
-        GgmlType::Q8_0 => 2,
+        GgmlType::Q8_0 | GgmlType::F16 => 2,
         _ => 4,
     });
     kernel_rows(isa, ty, rows)
@@ -91,7 +91,13 @@ mod tests {
                     assert_eq!((g.rows, g.tokens), (rows, 1));
                     let k = t.get(ty).unwrap();
                     let block = ty.block_size().max(k.vec_dot_type.block_size());
-                    for blocks in [1usize, 2, 3, 18, 25] {
+                    // F16 (blocks of 1): whole steps of 64, f64 tails, both.
+                    let counts: &[usize] = if block == 1 {
+                        &[1, 63, 64, 130, 576, 705]
+                    } else {
+                        &[1, 2, 3, 18, 25]
+                    };
+                    for &blocks in counts {
                         let n = block * blocks;
                         let row_bytes = ty.row_bytes(n as u64).unwrap() as usize;
                         // One spare byte in front, so rows start at odd addresses.

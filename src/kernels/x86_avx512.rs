@@ -249,9 +249,16 @@ fn four_acc_dot(n: usize, mut load: impl FnMut(usize) -> (__m512, __m512)) -> (f
             *s = _mm512_fmadd_ps(x, y, *s);
         }
     }
+    (reduce_four(sum), np)
+}
+
+/// `GGML_F32x16_REDUCE` of four accumulators: `(s0 + s2) + (s1 + s3)`, then across lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) fn reduce_four(sum: [__m512; 4]) -> f32 {
     let a = _mm512_add_ps(sum[0], sum[2]);
     let b = _mm512_add_ps(sum[1], sum[3]);
-    (_mm512_reduce_add_ps(_mm512_add_ps(a, b)), np)
+    _mm512_reduce_add_ps(_mm512_add_ps(a, b))
 }
 
 /// F32 · F32. Matches `ggml_vec_dot_f32` with `GGML_SIMD` (AVX-512).

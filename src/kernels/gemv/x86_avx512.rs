@@ -1,4 +1,4 @@
-//! AVX-512 VNNI multi-row gemv for Q4_1, Q8_0 and Q2_0 (one token): `R` rows' vec_dots of
+//! AVX-512 VNNI multi-row gemv for Q4_1, Q8_0, Q2_0 and F16 (one token): `R` rows' vec_dots of
 //! `x86_avx512.rs` run side by side, each row with its own accumulator, so each row's float
 //! operations are exactly its vec_dot's (bit-identical) while the `R` dependency chains overlap.
 //! The activation block pair is loaded and joined once for all rows.
@@ -7,7 +7,7 @@ use crate::kernels::gemm::GemmKernel;
 use crate::kernels::x86_avx2::{bytes_from_nibbles_32, fp16, fp16_mul, load128, load256};
 use crate::kernels::x86_avx2::{Q2_0, Q4_1, Q8_0, Q8_1, QK};
 use crate::kernels::x86_avx512::{
-    dot_i8_256, dot_i8_512, fma_2_blocks, hsum8, join256, nibbles_2x32,
+    dot_i8_256, dot_i8_512, fma_2_blocks, hsum8, join256, nibbles_2x32, reduce_four,
 };
 use core::arch::x86_64::*;
 use ggml_compat::GgmlType;
@@ -154,6 +154,38 @@ fn q2_0_rows<const R: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], _as: usize
     }
 }
 
+/// `R` rows of [`crate::kernels::x86_avx512`]'s `vec_dot_f16` (ggml's `ggml_vec_dot_f16` with
+/// AVX-512 `GGML_SIMD`: four 16-lane accumulators over steps of 64, `GGML_F32x16_REDUCE`, the
+/// tail in f64) against one F16 activation row; each row keeps its own four accumulators, the
+/// activations are converted once for all rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn f16_rows<const R: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], _as: usize, out: &mut [f32]) {
+    let n = n.min(a.len() / 2);
+    let np = n / 64 * 64;
+    let x: [&[u8]; R] = std::array::from_fn(|r| &w[r * ws..][..2 * n]);
+    let y = &a[..2 * n];
+    let mut sum = [[_mm512_setzero_ps(); 4]; R];
+    for i in (0..np).step_by(64) {
+        let yv: [__m512; 4] =
+            std::array::from_fn(|j| _mm512_cvtph_ps(load256(&y[2 * (i + 16 * j)..])));
+        for (x, sum) in x.iter().zip(&mut sum) {
+            for (j, (s, yv)) in sum.iter_mut().zip(yv).enumerate() {
+                let xv = _mm512_cvtph_ps(load256(&x[2 * (i + 16 * j)..]));
+                *s = _mm512_fmadd_ps(xv, yv, *s);
+            }
+        }
+    }
+    for ((x, sum), out) in x.iter().zip(sum).zip(out) {
+        let mut sumf = reduce_four(sum) as f64;
+        for i in np..n {
+            let xv = half::f16::from_le_bytes([x[2 * i], x[2 * i + 1]]).to_f32();
+            let yv = half::f16::from_le_bytes([y[2 * i], y[2 * i + 1]]).to_f32();
+            sumf += (xv * yv) as f64;
+        }
+        *out = sumf as f32;
+    }
+}
+
 /// Declares a safe wrapper per instantiation.
 macro_rules! wrappers {
     ($($name:ident => $f:ident :: <$r:literal>),* $(,)?) => {
@@ -177,6 +209,8 @@ wrappers!(
     q2_0_x2 => q2_0_rows::<2>,
     q2_0_x4 => q2_0_rows::<4>,
     q2_0_x8 => q2_0_rows::<8>,
+    f16_x2 => f16_rows::<2>,
+    f16_x4 => f16_rows::<4>,
 );
 
 /// The `rows`-row gemv of weight type `ty`, if this file has one.
@@ -195,6 +229,8 @@ pub(super) unsafe fn kernel(ty: GgmlType, rows: usize) -> Option<GemmKernel> {
         (GgmlType::Q2_0, 2) => q2_0_x2,
         (GgmlType::Q2_0, 4) => q2_0_x4,
         (GgmlType::Q2_0, 8) => q2_0_x8,
+        (GgmlType::F16, 2) => f16_x2,
+        (GgmlType::F16, 4) => f16_x4,
         _ => return None,
     };
     Some(GemmKernel {
