@@ -131,4 +131,76 @@ mod tests {
             assert!(checked > 0, "no gemv kernel was checked");
         }
     }
+
+    /// One pass over several matrices equals one matmul each, bit for bit, for the decode types
+    /// with and without a gemv (row counts not a multiple of the gemv's rows), and falls back for
+    /// mixed types and batches.
+    #[test]
+    fn matmul_many_equals_one_matmul_each() {
+        use crate::kernels::{
+            matmul, matmul_many_with, MatmulScratch, ScopedThreads, WeightMatrix,
+        };
+        let mut seed = 0x51ed_270bu32;
+        let cols = 256;
+        for (tys, n_tokens) in [
+            ([GgmlType::Q4_1, GgmlType::Q4_1, GgmlType::Q4_1], 1),
+            ([GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0], 1),
+            ([GgmlType::Q2_0, GgmlType::Q2_0, GgmlType::Q2_0], 1),
+            ([GgmlType::F16, GgmlType::F16, GgmlType::F16], 1),
+            ([GgmlType::TQ2_0, GgmlType::TQ2_0, GgmlType::TQ2_0], 1),
+            ([GgmlType::Q5_K, GgmlType::Q5_K, GgmlType::Q5_K], 1),
+            ([GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_1], 1),
+            ([GgmlType::Q4_1, GgmlType::Q4_1, GgmlType::Q4_1], 3),
+        ] {
+            let rows = [37usize, 64, 9];
+            let bytes: Vec<Vec<u8>> = tys
+                .iter()
+                .zip(rows)
+                .map(|(&ty, r)| {
+                    let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+                    let mut b = vec![0u8; r * rb];
+                    for row in b.chunks_exact_mut(rb) {
+                        let v = values(&mut seed, cols);
+                        if ty.is_quantized() {
+                            quantize_row(ty, &v, row, None).unwrap();
+                        } else {
+                            quantize_activations(ty, &v, cols, row).unwrap();
+                        }
+                    }
+                    b
+                })
+                .collect();
+            let ws: Vec<WeightMatrix> = (0..3)
+                .map(|i| WeightMatrix::new("w", tys[i], rows[i], cols, &bytes[i]).unwrap())
+                .collect();
+            let x = values(&mut seed, n_tokens * cols);
+            for threads in [1, 3] {
+                let mut got: Vec<Vec<f32>> =
+                    rows.iter().map(|r| vec![f32::NAN; r * n_tokens]).collect();
+                let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
+                let par = ScopedThreads::new(threads);
+                matmul_many_with(
+                    &par,
+                    &mut MatmulScratch::default(),
+                    &ws,
+                    &x,
+                    n_tokens,
+                    &mut outs,
+                )
+                .unwrap();
+                for (i, w) in ws.iter().enumerate() {
+                    let mut want = vec![0f32; rows[i] * n_tokens];
+                    matmul(w, &x, n_tokens, &mut want, threads).unwrap();
+                    let same = got[i]
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{tys:?} × {n_tokens} tokens on {threads} threads, matrix {i}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -388,6 +388,87 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     Ok(())
 }
 
+/// [`matmul_with`] of several matrices by the same one-token activations (`outs[i]` for
+/// `ws[i]`), in one pass over the executor: decode's q/k/v and gate/up projections, so a token
+/// takes fewer thread-pool wake-ups and converts those activations once. Each output is computed
+/// exactly as [`matmul_with`] computes it (ggml runs these as separate `mul_mat`s, each the same
+/// per-row vec_dot). Other batches, mixed types or widths, and matrices ggml multiplies in a
+/// repacked order fall back to one [`matmul_with`] each.
+pub fn matmul_many_with<P: Parallel + ?Sized>(
+    par: &P,
+    scratch: &mut MatmulScratch,
+    ws: &[WeightMatrix],
+    x: &[f32],
+    n_tokens: usize,
+    outs: &mut [&mut [f32]],
+) -> Result<(), MatmulError> {
+    let isa = super::active_table().isa();
+    let simple = |w: &WeightMatrix| {
+        w.ty == ws[0].ty
+            && w.cols == ws[0].cols
+            && x.len() == w.cols
+            && !(w.ty == GgmlType::Q4_K
+                && isa != super::Isa::Scalar
+                && repack::q4_k_is_repacked(w.rows))
+    };
+    let k = kernels(ws[0].ty).copied();
+    if n_tokens != 1 || ws.len() != outs.len() || !ws.iter().all(simple) || k.is_none() {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            matmul_with(par, scratch, w, x, n_tokens, out)?;
+        }
+        return Ok(());
+    }
+    let k = k.expect("checked just above");
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        if out.len() != w.rows {
+            return Err(MatmulError::BadOutput {
+                name: w.name.to_owned(),
+                n_tokens,
+                rows: w.rows,
+                got: out.len(),
+            });
+        }
+    }
+    let (vdt, cols) = (k.vec_dot_type, ws[0].cols);
+    let act_err = |source| MatmulError::Activations {
+        name: ws[0].name.to_owned(),
+        vec_dot_type: vdt,
+        source,
+    };
+    let act_row = act_row_bytes(vdt, cols).map_err(act_err)?;
+    let act: &[u8] = if vdt == GgmlType::F32 {
+        bytemuck::cast_slice(x)
+    } else {
+        let buf = scratch.bytes(act_row);
+        quantize_activations(vdt, x, cols, buf).map_err(act_err)?;
+        buf
+    };
+    let gemv = super::gemv::kernel(isa, ws[0].ty);
+    let align = gemv.map_or(1, |g| g.rows);
+    let dots = Dots {
+        head: k.vec_dot,
+        tail: k.vec_dot,
+        tail_from: 0,
+    };
+    let tiles: Vec<Tiles> = ws
+        .iter()
+        .map(|w| Tiles::new(w.rows, 1, par.threads(), align, 1))
+        .collect();
+    let dsts: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut::new(o)).collect();
+    let total: usize = tiles.iter().map(Tiles::count).sum();
+    par.run(total, &|mut i| {
+        for ((w, t), dst) in ws.iter().zip(&tiles).zip(&dsts) {
+            if i < t.count() {
+                let (row_range, tok_range) = t.get(i);
+                let batch = gemv.map(|g| (g, 1));
+                return tile(&dots, batch, w, act, act_row, row_range, tok_range, dst);
+            }
+            i -= t.count();
+        }
+    });
+    Ok(())
+}
+
 /// The dot product of each token: `head` for tokens before `tail_from`, `tail` from there.
 struct Dots {
     head: VecDot,
