@@ -203,4 +203,65 @@ mod tests {
             }
         }
     }
+
+    /// Timing, not a check (`cargo test --release --lib gemv_speed -- --ignored --nocapture`):
+    /// a 92 MB Q4_1 matrix (beyond the caches) times one token on a two-thread pool, one
+    /// vec_dot per row against the gemv on rows far apart, alternating.
+    #[test]
+    #[ignore]
+    fn gemv_speed() {
+        use crate::kernels::matmul::Parallel;
+        use std::time::Instant;
+        let ty = GgmlType::Q4_1;
+        let (rows, cols) = (256 * 1024usize, 576usize);
+        let isa = Isa::best();
+        let k = table(isa).unwrap().get(ty).unwrap();
+        let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+        let mut seed = 3u32;
+        let mut proto = vec![0u8; 64 * rb];
+        for row in proto.chunks_exact_mut(rb) {
+            quantize_row(ty, &values(&mut seed, cols), row, None).unwrap();
+        }
+        let w: Vec<u8> = (0..rows)
+            .flat_map(|i| proto[(i % 64) * rb..][..rb].to_vec())
+            .collect();
+        let mut aq = vec![0u8; GgmlType::Q8_1.row_bytes(cols as u64).unwrap() as usize];
+        quantize_activations(GgmlType::Q8_1, &values(&mut seed, cols), cols, &mut aq).unwrap();
+        for threads in [1, 2] {
+            let pool = crate::threadpool::ThreadPool::new(threads);
+            let tasks = 4 * threads * 64;
+            let chunk = rows / tasks;
+            let mut res: Vec<(f64, f64)> = Vec::new();
+            for _ in 0..7 {
+                let mut t = [0f64; 2];
+                for (mode, t) in t.iter_mut().enumerate() {
+                    let t0 = Instant::now();
+                    pool.run(tasks, &|i| {
+                        let r0 = i * chunk;
+                        let mut out = [0f32; 4];
+                        if mode == 0 {
+                            for r in r0..r0 + chunk {
+                                out[0] += (k.vec_dot)(cols, &w[r * rb..][..rb], &aq);
+                            }
+                        } else {
+                            let g = kernel_rows(isa, ty, 4).unwrap();
+                            let run = chunk / 4;
+                            for r in r0..r0 + run {
+                                (g.run)(cols, &w[r * rb..], run * rb, &aq, aq.len(), &mut out);
+                            }
+                        }
+                        std::hint::black_box(out);
+                    });
+                    *t = w.len() as f64 / t0.elapsed().as_secs_f64() / 1e9;
+                }
+                res.push((t[0], t[1]));
+            }
+            let mut ratio: Vec<f64> = res.iter().map(|(a, b)| b / a).collect();
+            ratio.sort_by(f64::total_cmp);
+            eprintln!(
+                "{threads} threads: GB/s vec_dot, gemv {res:.1?}; median gemv/vec_dot {:.2}",
+                ratio[3]
+            );
+        }
+    }
 }

@@ -378,7 +378,10 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         None
     };
     let (row_align, tok_align) = batched.map_or((1, 1), |g| (g.rows, g.tokens));
-    let tiles = Tiles::new(rows, n_tokens, par.threads(), row_align, tok_align);
+    let tiles = match batched {
+        Some(g) if g.tokens == 1 && n_tokens == 1 => Tiles::per_thread(rows, par.threads(), g.rows),
+        _ => Tiles::new(rows, n_tokens, par.threads(), row_align, tok_align),
+    };
     let dst = SharedOut::new(out);
     par.run(tiles.count(), &|i| {
         let (row_range, tok_range) = tiles.get(i);
@@ -452,7 +455,10 @@ pub fn matmul_many_with<P: Parallel + ?Sized>(
     };
     let tiles: Vec<Tiles> = ws
         .iter()
-        .map(|w| Tiles::new(w.rows, 1, par.threads(), align, 1))
+        .map(|w| match gemv {
+            Some(_) => Tiles::per_thread(w.rows, par.threads(), align),
+            None => Tiles::new(w.rows, 1, par.threads(), 1, 1),
+        })
         .collect();
     let dsts: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut::new(o)).collect();
     let total: usize = tiles.iter().map(Tiles::count).sum();
@@ -612,6 +618,23 @@ impl Tiles {
             row_chunk,
             row_chunks: rows.div_ceil(row_chunk),
             tok_chunk: Self::TOKENS.next_multiple_of(tok_align.max(1)),
+        }
+    }
+
+    /// One token through a multi-row gemv: one row chunk per thread, as ggml cuts a one-token
+    /// `mul_mat` (`nchunk0 = nth`), so each thread streams `row_align` long runs (each run's
+    /// start costs the hardware prefetchers a few misses; measured slower with 4 chunks a thread).
+    fn per_thread(rows: usize, threads: usize, row_align: usize) -> Self {
+        let row_chunk = rows
+            .div_ceil(threads.max(1))
+            .next_multiple_of(row_align.max(1))
+            .max(1);
+        Tiles {
+            rows,
+            tokens: 1,
+            row_chunk,
+            row_chunks: rows.div_ceil(row_chunk),
+            tok_chunk: Self::TOKENS,
         }
     }
 
