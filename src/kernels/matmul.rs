@@ -406,8 +406,11 @@ pub fn matmul_many_with<P: Parallel + ?Sized>(
     outs: &mut [&mut [f32]],
 ) -> Result<(), MatmulError> {
     let isa = super::active_table().isa();
+    // Only weights `matmul_with` multiplies with the plain vec_dot order for one token. Q4_0 is
+    // left out: it is moving to ggml's repacked order (a hook in `matmul_with`).
     let simple = |w: &WeightMatrix| {
         w.ty == ws[0].ty
+            && w.ty != GgmlType::Q4_0
             && w.cols == ws[0].cols
             && x.len() == w.cols
             && !(w.ty == GgmlType::Q4_K
