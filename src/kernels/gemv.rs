@@ -7,7 +7,9 @@
 //! A kernel is a [`GemmKernel`] with `tokens == 1`. `matmul.rs` hands it rows that lie far apart
 //! (a task's rows cut into `R` equal runs, each read front to back): the hardware prefetchers
 //! follow several sequential streams, but not adjacent rows read side by side (measured: that
-//! was slower than one row at a time once the weights stream from memory).
+//! was slower than one row at a time once the weights stream from memory), one row chunk per
+//! thread. Rows per call: 4 (Q4_1, Q2_0, TQ2_0), 2 (Q8_0, F16); `KILN_GEMV_ROWS=N` overrides it
+//! for all types (for measurements; a count without a kernel, e.g. 1, turns the gemv off).
 
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512;
