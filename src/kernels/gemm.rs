@@ -23,6 +23,8 @@ mod x86_avx512_kquants;
 mod x86_avx512_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_q8_0;
+#[cfg(target_arch = "x86_64")]
+pub(super) mod x86_avx512_tq2;
 
 pub(crate) mod tinyblas;
 
@@ -125,6 +127,11 @@ fn vec_dot_kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
         Isa::Avx512 if isa.is_available() && ty == GgmlType::Q8_0 => {
             // SAFETY: as above.
             Some(unsafe { x86_avx512_q8_0::kernel() })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() && ty == GgmlType::TQ2_0 => {
+            // SAFETY: as above.
+            Some(unsafe { x86_avx512_tq2::kernel() })
         }
         // The AVX-512 table's vec_dots of the 32-element types sum exactly as the AVX2 ones
         // (ggml's), and so do these tiles.

@@ -451,15 +451,107 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     let batched = match tb {
         Some(tb) => Some(tb.tile),
         None if n_tokens >= 2 => gemm::kernel(isa, w.ty, order),
+        // One token: several rows' vec_dots side by side (`gemv.rs`).
+        None if order == gemm::Order::VecDot => super::gemv::kernel(isa, w.ty),
         None => None,
     };
     let (row_align, tok_align) = batched.map_or((1, 1), |g| (g.rows, g.tokens));
-    let tiles = Tiles::new(rows, n_tokens, par.threads(), row_align, tok_align);
+    let tiles = match batched {
+        Some(g) if g.tokens == 1 && n_tokens == 1 => Tiles::per_thread(rows, par.threads(), g.rows),
+        _ => Tiles::new(rows, n_tokens, par.threads(), row_align, tok_align),
+    };
     let dst = SharedOut::new(out);
     par.run(tiles.count(), &|i| {
         let (row_range, tok_range) = tiles.get(i);
         let batch = batched.map(|g| (g, batched_until));
         tile(&dots, batch, w, act, act_row, row_range, tok_range, &dst);
+    });
+    Ok(())
+}
+
+/// [`matmul_with`] of several matrices by the same one-token activations (`outs[i]` for
+/// `ws[i]`), in one pass over the executor: decode's q/k/v and gate/up projections, so a token
+/// takes fewer thread-pool wake-ups and converts those activations once. Each output is computed
+/// exactly as [`matmul_with`] computes it (ggml runs these as separate `mul_mat`s, each the same
+/// per-row vec_dot). Other batches, mixed types or widths, and matrices ggml multiplies in a
+/// repacked order fall back to one [`matmul_with`] each.
+pub fn matmul_many_with<P: Parallel + ?Sized>(
+    par: &P,
+    scratch: &mut MatmulScratch,
+    ws: &[WeightMatrix],
+    x: &[f32],
+    n_tokens: usize,
+    outs: &mut [&mut [f32]],
+) -> Result<(), MatmulError> {
+    let isa = super::active_table().isa();
+    // Only weights `matmul_with` multiplies with the plain vec_dot order for one token. Q4_0 is
+    // left out: it is moving to ggml's repacked order (a hook in `matmul_with`).
+    let simple = |w: &WeightMatrix| {
+        w.ty == ws[0].ty
+            && w.ty != GgmlType::Q4_0
+            && w.cols == ws[0].cols
+            && x.len() == w.cols
+            && !(w.ty == GgmlType::Q4_K
+                && isa != super::Isa::Scalar
+                && repack::q4_k_is_repacked(w.rows))
+    };
+    let k = kernels(ws[0].ty).copied();
+    if n_tokens != 1 || ws.len() != outs.len() || !ws.iter().all(simple) || k.is_none() {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            matmul_with(par, scratch, w, x, n_tokens, out)?;
+        }
+        return Ok(());
+    }
+    let k = k.expect("checked just above");
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        if out.len() != w.rows {
+            return Err(MatmulError::BadOutput {
+                name: w.name.to_owned(),
+                n_tokens,
+                rows: w.rows,
+                got: out.len(),
+            });
+        }
+    }
+    let (vdt, cols) = (k.vec_dot_type, ws[0].cols);
+    let act_err = |source| MatmulError::Activations {
+        name: ws[0].name.to_owned(),
+        vec_dot_type: vdt,
+        source,
+    };
+    let act_row = act_row_bytes(vdt, cols).map_err(act_err)?;
+    let act: &[u8] = if vdt == GgmlType::F32 {
+        bytemuck::cast_slice(x)
+    } else {
+        let buf = scratch.bytes(act_row);
+        quantize_activations(vdt, x, cols, buf).map_err(act_err)?;
+        buf
+    };
+    let gemv = super::gemv::kernel(isa, ws[0].ty);
+    let align = gemv.map_or(1, |g| g.rows);
+    let dots = Dots {
+        head: k.vec_dot,
+        tail: k.vec_dot,
+        tail_from: 0,
+    };
+    let tiles: Vec<Tiles> = ws
+        .iter()
+        .map(|w| match gemv {
+            Some(_) => Tiles::per_thread(w.rows, par.threads(), align),
+            None => Tiles::new(w.rows, 1, par.threads(), 1, 1),
+        })
+        .collect();
+    let dsts: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut::new(o)).collect();
+    let total: usize = tiles.iter().map(Tiles::count).sum();
+    par.run(total, &|mut i| {
+        for ((w, t), dst) in ws.iter().zip(&tiles).zip(&dsts) {
+            if i < t.count() {
+                let (row_range, tok_range) = t.get(i);
+                let batch = gemv.map(|g| (g, 1));
+                return tile(&dots, batch, w, act, act_row, row_range, tok_range, dst);
+            }
+            i -= t.count();
+        }
     });
     Ok(())
 }
@@ -485,6 +577,9 @@ fn tile(
     tokens: std::ops::Range<usize>,
     dst: &SharedOut,
 ) {
+    if let Some((g, _)) = batched.filter(|(g, _)| g.tokens == 1 && tokens.len() == 1) {
+        return gemv_tile(g, k, w, act, act_row, rows, tokens.start, dst);
+    }
     let mut r = rows.start;
     if let Some((g, until)) = batched {
         let mut buf = [0f32; GemmKernel::MAX_OUT];
@@ -515,6 +610,42 @@ fn tile(
         }
     }
     dots(k, w, act, act_row, r..rows.end, tokens, dst);
+}
+
+/// One token through a multi-row gemv (`gemv.rs`): the rows cut into `g.rows` equal runs read
+/// side by side, each front to back, so the weights stream in as `g.rows` sequential streams;
+/// the rows left over one `vec_dot` each.
+#[allow(clippy::too_many_arguments)]
+fn gemv_tile(
+    g: GemmKernel,
+    k: &Dots,
+    w: &WeightMatrix,
+    act: &[u8],
+    act_row: usize,
+    rows: std::ops::Range<usize>,
+    t: usize,
+    dst: &SharedOut,
+) {
+    let run = rows.len() / g.rows;
+    let a = &act[t * act_row..(t + 1) * act_row];
+    let mut buf = [0f32; GemmKernel::MAX_OUT];
+    let buf = &mut buf[..g.rows];
+    for r in rows.start..rows.start + run {
+        (g.run)(
+            w.cols,
+            &w.data[r * w.row_bytes..],
+            run * w.row_bytes,
+            a,
+            act_row,
+            buf,
+        );
+        for (i, &v) in buf.iter().enumerate() {
+            // SAFETY: as in `dots`: row r + i * run < rows.end lies in this task's tile.
+            unsafe { dst.write(t * w.rows + r + i * run, v) };
+        }
+    }
+    let rest = rows.start + run * g.rows..rows.end;
+    dots(k, w, act, act_row, rest, t..t + 1, dst);
 }
 
 /// One `vec_dot` per (row, token) pair: weight rows outermost, so each row is read once while
@@ -568,6 +699,23 @@ impl Tiles {
             row_chunk,
             row_chunks: rows.div_ceil(row_chunk),
             tok_chunk: Self::TOKENS.next_multiple_of(tok_align.max(1)),
+        }
+    }
+
+    /// One token through a multi-row gemv: one row chunk per thread, as ggml cuts a one-token
+    /// `mul_mat` (`nchunk0 = nth`), so each thread streams `row_align` long runs (each run's
+    /// start costs the hardware prefetchers a few misses; measured slower with 4 chunks a thread).
+    fn per_thread(rows: usize, threads: usize, row_align: usize) -> Self {
+        let row_chunk = rows
+            .div_ceil(threads.max(1))
+            .next_multiple_of(row_align.max(1))
+            .max(1);
+        Tiles {
+            rows,
+            tokens: 1,
+            row_chunk,
+            row_chunks: rows.div_ceil(row_chunk),
+            tok_chunk: Self::TOKENS,
         }
     }
 

@@ -17,6 +17,7 @@
 mod aarch64_neon;
 mod act_quant;
 mod gemm;
+mod gemv;
 pub mod matmul;
 mod repack;
 pub mod scalar;
@@ -26,8 +27,8 @@ mod x86_avx2;
 mod x86_avx512;
 
 pub use matmul::{
-    matmul, matmul_with, quantize_activations, MatmulError, MatmulScratch, Parallel, ScopedThreads,
-    WeightMatrix,
+    matmul, matmul_many_with, matmul_with, quantize_activations, MatmulError, MatmulScratch,
+    Parallel, ScopedThreads, WeightMatrix,
 };
 
 use ggml_compat::GgmlType;

@@ -21,7 +21,7 @@ use ggml_compat::GgmlType;
 /// 64 bytes starting at `b[0]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn load512(b: &[u8]) -> __m512i {
+pub(super) fn load512(b: &[u8]) -> __m512i {
     let b: &[u8; 64] = b[..64].try_into().unwrap();
     // SAFETY: `b` is 64 readable bytes; the load is unaligned.
     unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
@@ -30,7 +30,7 @@ fn load512(b: &[u8]) -> __m512i {
 /// Two 32-byte halves into one register, `lo` in the low half.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn join256(lo: __m256i, hi: __m256i) -> __m512i {
+pub(super) fn join256(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
@@ -38,7 +38,7 @@ fn join256(lo: __m256i, hi: __m256i) -> __m512i {
 /// nibbles, its high nibbles, then block 1's (the order of two consecutive Q8 blocks).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn nibbles_2x32(q0: &[u8], q1: &[u8]) -> __m512i {
+pub(super) fn nibbles_2x32(q0: &[u8], q1: &[u8]) -> __m512i {
     let t = _mm256_set_m128i(load128(q1), load128(q0));
     // [q0, q1, q0 >> 4, q1 >> 4] → [q0, q0 >> 4, q1, q1 >> 4]
     let z = join256(t, _mm256_srli_epi16::<4>(t));
@@ -51,7 +51,7 @@ fn nibbles_2x32(q0: &[u8], q1: &[u8]) -> __m512i {
 /// -127..=127, as [`super::x86_avx2::mul_sum_i8_pairs_float`]).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn dot_i8_512(x: __m512i, y: __m512i) -> __m512i {
+pub(super) fn dot_i8_512(x: __m512i, y: __m512i) -> __m512i {
     let ax = _mm512_abs_epi8(x);
     let sy = _mm512_mask_sub_epi8(y, _mm512_movepi8_mask(x), _mm512_setzero_si512(), y);
     _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy)
@@ -60,7 +60,7 @@ fn dot_i8_512(x: __m512i, y: __m512i) -> __m512i {
 /// The 256-bit [`dot_i8_512`], as floats.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn dot_i8_256(x: __m256i, y: __m256i) -> __m256 {
+pub(super) fn dot_i8_256(x: __m256i, y: __m256i) -> __m256 {
     let ax = _mm256_sign_epi8(x, x);
     let sy = _mm256_sign_epi8(y, x);
     _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy))
@@ -88,7 +88,7 @@ fn rows<'a, const W: usize, const A: usize>(
 /// block order — exactly the float operations of ggml's one-block-per-iteration loop.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn fma_2_blocks(acc: __m256, d0: f32, d1: f32, dot: __m512i) -> __m256 {
+pub(super) fn fma_2_blocks(acc: __m256, d0: f32, d1: f32, dot: __m512i) -> __m256 {
     let f = _mm512_cvtepi32_ps(dot);
     let lo = _mm512_castps512_ps256(f);
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(f)));
@@ -119,7 +119,7 @@ fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Horizontal sum of 8 floats.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn hsum8(v: __m256) -> f32 {
+pub(super) fn hsum8(v: __m256) -> f32 {
     super::x86_avx2::hsum_float_8(v)
 }
 
@@ -249,9 +249,16 @@ fn four_acc_dot(n: usize, mut load: impl FnMut(usize) -> (__m512, __m512)) -> (f
             *s = _mm512_fmadd_ps(x, y, *s);
         }
     }
+    (reduce_four(sum), np)
+}
+
+/// `GGML_F32x16_REDUCE` of four accumulators: `(s0 + s2) + (s1 + s3)`, then across lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) fn reduce_four(sum: [__m512; 4]) -> f32 {
     let a = _mm512_add_ps(sum[0], sum[2]);
     let b = _mm512_add_ps(sum[1], sum[3]);
-    (_mm512_reduce_add_ps(_mm512_add_ps(a, b)), np)
+    _mm512_reduce_add_ps(_mm512_add_ps(a, b))
 }
 
 /// F32 · F32. Matches `ggml_vec_dot_f32` with `GGML_SIMD` (AVX-512).

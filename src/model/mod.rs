@@ -10,7 +10,7 @@ pub mod loader;
 pub mod ops;
 mod vmath;
 
-use crate::kernels::{matmul_with, MatmulScratch};
+use crate::kernels::{matmul_many_with, matmul_with, MatmulError, MatmulScratch};
 use crate::threadpool::ThreadPool;
 use config::{Arch, Config};
 use ggml_compat::gguf::{GgufError, GgufFile};
@@ -304,12 +304,39 @@ impl Model {
             .map_err(|e| ModelError::Matmul(e.to_string()))
     }
 
+    /// `outs[i] (n, rows) = x (n, cols) · ms[i]ᵀ` for matrices sharing their input: one pass
+    /// over the thread pool for a single token (`matmul_many_with`), the same results as
+    /// [`Model::mm`] on each.
+    fn mm_many(
+        &self,
+        ms: &[&Matrix],
+        x: &[f32],
+        n: usize,
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), ModelError> {
+        let err = |e: MatmulError| ModelError::Matmul(e.to_string());
+        let ws = ms
+            .iter()
+            .map(|m| m.view(&self.file))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        if let Some(obs) = self
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            ms.iter().for_each(|m| obs(&m.name, x, n));
+        }
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        matmul_many_with(&self.pool, &mut scratch, &ws, x, n, outs).map_err(err)
+    }
+
     /// q, k, v projections of the normalized input `buf.xn` for layer `l`.
     fn project_qkv(&self, l: &Layer, buf: &mut Buffers, n: usize) -> Result<(), ModelError> {
         let xn = &buf.xn[..n * self.config.n_embd];
-        self.mm(&l.wq, xn, n, &mut buf.q)?;
-        self.mm(&l.wk, xn, n, &mut buf.k)?;
-        self.mm(&l.wv, xn, n, &mut buf.v)
+        let outs: &mut [&mut [f32]] = &mut [&mut buf.q, &mut buf.k, &mut buf.v];
+        self.mm_many(&[&l.wq, &l.wk, &l.wv], xn, n, outs)
     }
 
     /// RoPE on `buf.q` and `buf.k` of `n` tokens starting at position `pos0`, with layer `il`'s
@@ -379,8 +406,8 @@ impl Model {
         self.norm_rows(&buf.x, &l.ffn_norm, &mut buf.xn, n);
         let xn = &buf.xn[..n * c.n_embd];
         dump("ffn_norm", il, xn);
-        self.mm(&l.w_gate, xn, n, &mut buf.gate)?;
-        self.mm(&l.w_up, xn, n, &mut buf.up)?;
+        let outs: &mut [&mut [f32]] = &mut [&mut buf.gate, &mut buf.up];
+        self.mm_many(&[&l.w_gate, &l.w_up], xn, n, outs)?;
         dump("ffn_gate", il, &buf.gate);
         dump("ffn_up", il, &buf.up);
         match gate {
