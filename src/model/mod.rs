@@ -110,6 +110,23 @@ struct Buffers {
 
 /// Rows of the output projection computed at once when producing many logits.
 const LOGIT_ROWS: usize = 16;
+/// The most rows of one output-projection chunk: a remainder of fewer than 8 rows joins the
+/// chunk before it (see [`logit_chunk`]).
+const MAX_LOGIT_ROWS: usize = LOGIT_ROWS + 7;
+
+/// Rows of the next output-projection chunk when `left` rows remain. ggml multiplies all the
+/// output rows of a batch at once, and some orders depend on that batch size (tinyBLAS F16 from
+/// 2 rows, the tiled Q6_K from 8, repacked Q4_0/Q4_K in groups of 4 from the batch start). Chunks
+/// of 16 (a multiple of 4) with a short remainder joined to the last chunk keep every row in the
+/// order the whole batch would give it: each chunk has at least 8 rows unless the whole batch has
+/// fewer, and then it is one chunk.
+fn logit_chunk(left: usize) -> usize {
+    if left <= MAX_LOGIT_ROWS {
+        left
+    } else {
+        LOGIT_ROWS
+    }
+}
 
 impl Model {
     /// Opens `path`, reads its hyperparameters and checks every weight.
@@ -264,10 +281,10 @@ impl Model {
         on_logits: &mut impl FnMut(usize, &[f32]),
     ) -> Result<(), ModelError> {
         let c = &self.config;
-        let mut out = vec![0f32; LOGIT_ROWS.min(rows.len()) * c.n_vocab];
+        let mut out = vec![0f32; rows.len().min(MAX_LOGIT_ROWS) * c.n_vocab];
         let mut start = rows.start;
         while start < rows.end {
-            let m = LOGIT_ROWS.min(rows.end - start);
+            let m = logit_chunk(rows.end - start);
             for i in 0..m {
                 let x = &buf.x[(start + i) * c.n_embd..][..c.n_embd];
                 let xn = &mut buf.xn[i * c.n_embd..][..c.n_embd];
@@ -462,7 +479,7 @@ impl Buffers {
         // Exact lengths (resize also shrinks): matmul takes its batch size from the slices.
         let size = |v: &mut Vec<f32>, len: usize| v.resize(len, 0.0);
         size(&mut self.x, n * c.n_embd);
-        size(&mut self.xn, n.max(LOGIT_ROWS) * c.n_embd);
+        size(&mut self.xn, n.max(MAX_LOGIT_ROWS) * c.n_embd);
         size(&mut self.q, n * c.n_head * c.head_dim);
         size(&mut self.k, n * c.n_embd_k());
         size(&mut self.v, n * c.n_embd_v());
@@ -470,5 +487,27 @@ impl Buffers {
         size(&mut self.o, n * c.n_embd);
         size(&mut self.gate, n * c.n_ff);
         size(&mut self.up, n * c.n_ff);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chunks cover the rows exactly, start at multiples of 4, never exceed the buffers and
+    /// never drop under 8 rows (or 2) when the whole batch has that many.
+    #[test]
+    fn logit_chunks_keep_the_whole_batch_orders() {
+        for n in 0..200 {
+            let mut start = 0;
+            while start < n {
+                let m = logit_chunk(n - start);
+                assert!(m >= 1 && m <= MAX_LOGIT_ROWS, "n {n}: chunk {m}");
+                assert!(start % 4 == 0, "n {n}: chunk at {start}");
+                assert!(m >= 8.min(n), "n {n}: chunk of {m} at {start}");
+                start += m;
+            }
+            assert_eq!(start, n);
+        }
     }
 }
