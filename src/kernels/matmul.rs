@@ -326,6 +326,13 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         tail_dot = k.vec_dot;
         order = gemm::Order::Q6KTiled;
     }
+    // ... and a repackable Q4_0 matrix in one order for every token (see `repack.rs`).
+    let x86 = matches!(super::active_table().isa(), super::Isa::Avx2 | super::Isa::Avx512);
+    if w.ty == GgmlType::Q4_0 && x86 && repack::q4_0_is_repacked(w.rows) {
+        k.vec_dot = repack::vec_dot_q4_0_q8_0_repack;
+        tail_dot = k.vec_dot;
+        order = gemm::Order::Q40Repack;
+    }
     let dots = Dots {
         head: k.vec_dot,
         tail: tail_dot,
@@ -369,10 +376,10 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         buf
     };
     debug_assert_eq!(act.len(), n_tokens * act_row);
-    let batched = if n_tokens >= 2 {
-        gemm::kernel(super::active_table().isa(), w.ty, order)
-    } else {
-        None
+    let batched = match order {
+        gemm::Order::Q40Repack => gemm::q4_0_repack_kernel(super::active_table().isa(), n_tokens),
+        _ if n_tokens >= 2 => gemm::kernel(super::active_table().isa(), w.ty, order),
+        _ => None,
     };
     let (row_align, tok_align) = batched.map_or((1, 1), |g| (g.rows, g.tokens));
     let tiles = Tiles::new(rows, n_tokens, par.threads(), row_align, tok_align);

@@ -1,0 +1,169 @@
+//! AVX-512 VNNI tiles (16 rows × `T` tokens) for Q4_0 in the order of ggml's repacked
+//! `ggml_gemm_q4_0_8x8_q8_0` / `ggml_gemv_q4_0_8x8_q8_0`, bit-identical to
+//! `repack::vec_dot_q4_0_q8_0_repack`: per block, the exact `isum = Σ (q − 8) · a`, then
+//! `acc = fma(isum, d_w · d_a, acc)`.
+//!
+//! The rows are read in place (no repacked copy): the 16 bytes of quants of 16 rows' block `b`
+//! are loaded four rows to a register and transposed in 128-bit lanes, so that lane `i` of
+//! register `j` holds dword `j` of row [`row_of`]`(i)`. Each lane then is one row: eight
+//! `vpdpbusd` (unsigned nibble codes `q` × four activation bytes broadcast from memory) form all
+//! 16 rows' integer sums of a token at once, and the float steps run on 16 lanes — per lane
+//! exactly the scalar operations of the spec. `Σ q · a − 8 · Σ a` is the same exact integer as
+//! `Σ (q − 8) · a`; `Σ a` is formed once per token and block.
+
+use super::GemmKernel;
+use crate::kernels::x86_avx2::{Q4_0, Q8_0, QK};
+use core::arch::x86_64::*;
+
+/// Rows per tile: one per 32-bit lane of a 512-bit register.
+const R: usize = 16;
+
+/// The row whose sums lane `i` holds after the in-lane transpose (lane `4L + m` ↔ row `4m + L`).
+const fn row_of(i: usize) -> usize {
+    4 * (i % 4) + i / 4
+}
+
+/// The f16 at `p` as an f32 broadcast to 16 lanes.
+///
+/// # Safety
+/// `p` must point to 2 readable bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn f16_bcast(p: *const u8) -> __m512 {
+    // SAFETY: the caller guarantees 2 readable bytes at `p`; unaligned read.
+    let bits = unsafe { p.cast::<i16>().read_unaligned() };
+    _mm512_cvtph_ps(_mm256_set1_epi16(bits))
+}
+
+/// `8 · Σ a` of the 32 activation quants at `q`, in every lane.
+///
+/// # Safety
+/// `q` must point to 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn eight_sum(q: *const u8) -> __m512i {
+    // SAFETY: 32 readable bytes at `q` (caller); unaligned load.
+    let v = unsafe { _mm256_loadu_si256(q.cast()) };
+    let s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), v);
+    let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0x4E>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0xB1>(s));
+    _mm512_broadcastd_epi32(_mm_slli_epi32::<3>(s))
+}
+
+/// The dword at `p`, broadcast (`vpdpbusd`'s `{1to16}` memory operand).
+///
+/// # Safety
+/// `p` must point to 4 readable bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn bcast4(p: *const u8) -> __m512i {
+    // SAFETY: 4 readable bytes at `p` (caller); unaligned read.
+    _mm512_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
+}
+
+/// One 16 × `T` tile; see [`GemmKernel`] for the arguments.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
+    let nb = n / QK;
+    // Every byte read below lies in these ranges (the loads of the last row's last block and
+    // of the last token's last block end exactly there).
+    assert!(w.len() >= (R - 1) * ws + nb * Q4_0);
+    assert!(a.len() >= (T - 1) * as_ + nb * Q8_0);
+    assert!(out.len() >= R * T);
+    let low = _mm512_set1_epi8(0xF);
+    // Gather offsets of the rows' scales, in lane order.
+    let idx: [i32; R] = std::array::from_fn(|i| (row_of(i) * ws) as i32);
+    // `(R - 1) * ws` fits in an i32 for the gather (rows of 128 MiB would not).
+    let gather = (R - 1) * ws <= i32::MAX as usize;
+    // SAFETY: `idx` is 64 readable bytes; unaligned load.
+    let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY (all raw reads of this iteration): row r's block b spans
+        // `r * ws + b * Q4_0 ..+ Q4_0` and token t's `t * as_ + b * Q8_0 ..+ Q8_0`, inside `w`
+        // and `a` by the asserts above.
+        let blk = unsafe { wp.add(b * Q4_0) };
+        let row = |r: usize| unsafe { _mm_loadu_si128(blk.add(r * ws + 2).cast()) };
+        let z: [__m512i; 4] = std::array::from_fn(|m| {
+            let v = _mm512_castsi128_si512(row(4 * m));
+            let v = _mm512_inserti32x4::<1>(v, row(4 * m + 1));
+            let v = _mm512_inserti32x4::<2>(v, row(4 * m + 2));
+            _mm512_inserti32x4::<3>(v, row(4 * m + 3))
+        });
+        let t0 = _mm512_unpacklo_epi32(z[0], z[1]);
+        let t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+        let t2 = _mm512_unpacklo_epi32(z[2], z[3]);
+        let t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+        let wd = [
+            _mm512_unpacklo_epi64(t0, t2),
+            _mm512_unpackhi_epi64(t0, t2),
+            _mm512_unpacklo_epi64(t1, t3),
+            _mm512_unpackhi_epi64(t1, t3),
+        ];
+        // Codes of elements 4j.. (low nibbles) and 16 + 4j.. (high nibbles), rows in lanes.
+        let lo: [__m512i; 4] = std::array::from_fn(|j| _mm512_and_si512(wd[j], low));
+        let hi: [__m512i; 4] =
+            std::array::from_fn(|j| _mm512_and_si512(_mm512_srli_epi16::<4>(wd[j]), low));
+        let d_w = if gather {
+            // SAFETY: lane i reads the 4 bytes at row_of(i)'s block b (its d and 2 quants).
+            let g = unsafe { _mm512_i32gather_epi32::<1>(idx, blk.cast()) };
+            _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g))
+        } else {
+            let d: [u16; R] = std::array::from_fn(|i| unsafe {
+                blk.add(row_of(i) * ws).cast::<u16>().read_unaligned()
+            });
+            // SAFETY: `d` is 32 readable bytes; unaligned load.
+            _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(d.as_ptr().cast()) })
+        };
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let y = unsafe { ap.add(t * as_ + b * Q8_0) };
+            let q = unsafe { y.add(2) };
+            let mut isum = _mm512_sub_epi32(_mm512_setzero_si512(), unsafe { eight_sum(q) });
+            for j in 0..4 {
+                isum = _mm512_dpbusd_epi32(isum, lo[j], unsafe { bcast4(q.add(4 * j)) });
+                isum = _mm512_dpbusd_epi32(isum, hi[j], unsafe { bcast4(q.add(16 + 4 * j)) });
+            }
+            let d = _mm512_mul_ps(d_w, unsafe { f16_bcast(y) });
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        let mut lanes = [0f32; R];
+        // SAFETY: `lanes` is 64 writable bytes; unaligned store.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *acc) };
+        for (i, v) in lanes.into_iter().enumerate() {
+            out[t * R + row_of(i)] = v;
+        }
+    }
+}
+
+fn gemm(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
+    // SAFETY: reachable only through `kernel()`, whose caller guarantees the CPU has
+    // avx512f/bw/vl/vnni, avx2, fma and f16c.
+    unsafe { tile::<4>(n, w, ws, a, as_, out) }
+}
+
+fn gemv(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
+    // SAFETY: as in `gemm`.
+    unsafe { tile::<1>(n, w, ws, a, as_, out) }
+}
+
+/// The tile for `n_tokens` tokens: 16 rows × 4 tokens from 4 tokens, else 16 rows × 1 token.
+///
+/// # Safety
+/// The returned function executes AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C instructions: call
+/// only on a CPU that has them.
+pub(super) unsafe fn kernel(n_tokens: usize) -> GemmKernel {
+    let (tokens, run): (usize, super::TileFn) = if n_tokens >= 4 {
+        (4, gemm)
+    } else {
+        (1, gemv)
+    };
+    GemmKernel {
+        rows: R,
+        tokens,
+        run,
+    }
+}
