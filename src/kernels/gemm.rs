@@ -341,7 +341,14 @@ mod tests {
             quantize_activations(GgmlType::Q8_0, &values(seed, n), n, dst).unwrap();
             dst[2 + 34 * (t % (n / 32)) + t % 32] = 0x80;
         }
-        Operands { w, ws, wb, a, as_, ab }
+        Operands {
+            w,
+            ws,
+            wb,
+            a,
+            as_,
+            ab,
+        }
     }
 
     struct Operands {

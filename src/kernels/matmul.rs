@@ -327,7 +327,10 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         order = gemm::Order::Q6KTiled;
     }
     // ... and a repackable Q4_0 matrix in one order for every token (see `repack.rs`).
-    let x86 = matches!(super::active_table().isa(), super::Isa::Avx2 | super::Isa::Avx512);
+    let x86 = matches!(
+        super::active_table().isa(),
+        super::Isa::Avx2 | super::Isa::Avx512
+    );
     if w.ty == GgmlType::Q4_0 && x86 && repack::q4_0_is_repacked(w.rows) {
         k.vec_dot = repack::vec_dot_q4_0_q8_0_repack;
         tail_dot = k.vec_dot;

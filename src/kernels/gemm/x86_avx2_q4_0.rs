@@ -95,5 +95,9 @@ fn dot_wrapper(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// The AVX2 per-pair function, if this CPU runs it.
 pub(in crate::kernels) fn per_pair() -> Option<VecDot> {
     static K: std::sync::OnceLock<Option<VecDot>> = std::sync::OnceLock::new();
-    *K.get_or_init(|| crate::kernels::Isa::Avx2.is_available().then_some(dot_wrapper as VecDot))
+    *K.get_or_init(|| {
+        crate::kernels::Isa::Avx2
+            .is_available()
+            .then_some(dot_wrapper as VecDot)
+    })
 }
