@@ -45,7 +45,7 @@ pub(super) type TileFn =
 
 impl GemmKernel {
     /// The most outputs (`rows × tokens`) a tile has.
-    pub const MAX_OUT: usize = 64;
+    pub const MAX_OUT: usize = 128;
 }
 
 /// Which per-pair function a tile must reproduce.
@@ -378,9 +378,9 @@ mod tests {
         let mut checked = 0;
         for blocks in [1usize, 2, 3, 18, 48] {
             let n = 32 * blocks;
-            let ops = q4_0_operands(&mut seed, n, 16, 4);
+            let ops = q4_0_operands(&mut seed, n, 16, 8);
             for r in 0..16 {
-                for t in 0..4 {
+                for t in 0..8 {
                     let want = spec(n, ops.w_row(r), ops.a_row(t));
                     let got = crate::kernels::repack::vec_dot_q4_0_q8_0_repack(
                         n,
@@ -391,7 +391,7 @@ mod tests {
                 }
             }
             for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
-                for n_tokens in [1, 4] {
+                for n_tokens in [1, 4, 8] {
                     let Some(g) = q4_0_repack_kernel(isa, n_tokens) else {
                         continue;
                     };
@@ -436,7 +436,7 @@ mod tests {
             } else {
                 crate::kernels::kernels(GgmlType::Q4_0).unwrap().vec_dot
             };
-            for n_tokens in [1usize, 2, 3, 4, 5, 11] {
+            for n_tokens in [1usize, 2, 3, 4, 5, 8, 11, 21] {
                 let x = values(&mut seed, cols * n_tokens);
                 let mut a = vec![0u8; ab * n_tokens];
                 quantize_activations(GgmlType::Q8_0, &x, cols, &mut a).unwrap();

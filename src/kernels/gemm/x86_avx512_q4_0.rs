@@ -23,32 +23,78 @@ const fn row_of(i: usize) -> usize {
     4 * (i % 4) + i / 4
 }
 
-/// The f16 at `p` as an f32 broadcast to 16 lanes.
+/// `8 · Σ a` and `d` of one token's Q8_0 block at `y`.
 ///
 /// # Safety
-/// `p` must point to 2 readable bytes.
+/// `y` must point to a readable Q8_0 block (34 bytes).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn f16_bcast(p: *const u8) -> __m512 {
-    // SAFETY: the caller guarantees 2 readable bytes at `p`; unaligned read.
-    let bits = unsafe { p.cast::<i16>().read_unaligned() };
-    _mm512_cvtph_ps(_mm256_set1_epi16(bits))
-}
-
-/// `8 · Σ a` of the 32 activation quants at `q`, in every lane.
-///
-/// # Safety
-/// `q` must point to 32 readable bytes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn eight_sum(q: *const u8) -> __m512i {
-    // SAFETY: 32 readable bytes at `q` (caller); unaligned load.
-    let v = unsafe { _mm256_loadu_si256(q.cast()) };
+unsafe fn token_one(y: *const u8) -> (i32, f32) {
+    // SAFETY: 2 + 32 readable bytes at `y` (caller); unaligned reads.
+    let (bits, v) = unsafe {
+        (
+            y.cast::<u16>().read_unaligned(),
+            _mm256_loadu_si256(y.add(2).cast()),
+        )
+    };
     let s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), v);
     let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0x4E>(s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0xB1>(s));
-    _mm512_broadcastd_epi32(_mm_slli_epi32::<3>(s))
+    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
+    (_mm_cvtsi128_si32(s) << 3, d)
+}
+
+/// `8 · Σ a` and `d` of four tokens' Q8_0 blocks at `y[0..4]`, as `[i32; 4]` and `[f32; 4]`
+/// (the sums formed together: one `vpdpbusd` per two tokens, one shared reduction).
+///
+/// # Safety
+/// Each `y[t]` must point to a readable Q8_0 block (34 bytes).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn token_quad(y: [*const u8; 4]) -> ([i32; 4], [f32; 4]) {
+    // SAFETY: 32 readable bytes at `y[t] + 2` and 2 at `y[t]` (caller); unaligned reads.
+    let (q, d) = unsafe {
+        (
+            |t: usize| _mm256_loadu_si256(y[t].add(2).cast()),
+            |t: usize| y[t].cast::<u16>().read_unaligned() as u64,
+        )
+    };
+    let pair = |t: usize| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q(t)), q(t + 1));
+    let ones = _mm512_set1_epi8(1);
+    // 128-bit lanes 0, 1 of s01 hold token 0's partial sums, 2, 3 token 1's (s23 alike).
+    let s01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, pair(0));
+    let s23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, pair(2));
+    let u = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(s01, s23),
+        _mm512_unpackhi_epi32(s01, s23),
+    );
+    // Each 128-bit lane: [its s01 sum, its s23 sum, same, same].
+    let u = _mm512_add_epi32(_mm512_unpacklo_epi64(u, u), _mm512_unpackhi_epi64(u, u));
+    // Lanes 0 + 1 and 2 + 3: dwords 0, 1 = tokens 0, 2; dwords 8, 9 = tokens 1, 3.
+    let u = _mm512_add_epi32(u, _mm512_shuffle_i32x4::<0b10_11_00_01>(u, u));
+    let u = _mm512_permutexvar_epi32(
+        _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 1, 8, 0),
+        u,
+    );
+    let mut sums = [0i32; 4];
+    // SAFETY: `sums` is 16 writable bytes; unaligned store.
+    unsafe {
+        _mm_storeu_si128(
+            sums.as_mut_ptr().cast(),
+            _mm_slli_epi32::<3>(_mm512_castsi512_si128(u)),
+        )
+    };
+    let bits = d(0) | d(1) << 16 | d(2) << 32 | d(3) << 48;
+    let mut ds = [0f32; 4];
+    // SAFETY: `ds` is 16 writable bytes; unaligned store.
+    unsafe {
+        _mm_storeu_ps(
+            ds.as_mut_ptr(),
+            _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)),
+        )
+    };
+    (sums, ds)
 }
 
 /// The dword at `p`, broadcast (`vpdpbusd`'s `{1to16}` memory operand).
@@ -113,15 +159,32 @@ fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out
         let quad =
             |k: usize| (0..4).fold(0u64, |q, i| q | (d(4 * k + i) as u64) << (16 * i)) as i64;
         let d_w = _mm512_cvtph_ps(_mm256_set_epi64x(quad(3), quad(2), quad(1), quad(0)));
+        // Per token: `8 · Σ a` (subtracted from `Σ q · a`) and `d`.
+        let y = |t: usize| unsafe { ap.add(t * as_ + b * Q8_0) };
+        let mut corr = [0i32; T];
+        let mut d_a = [0f32; T];
+        if T.is_multiple_of(4) {
+            for g in 0..T / 4 {
+                let ys = std::array::from_fn(|i| y(4 * g + i));
+                // SAFETY: four tokens' blocks b (see above).
+                let (c, d) = unsafe { token_quad(ys) };
+                corr[4 * g..4 * g + 4].copy_from_slice(&c);
+                d_a[4 * g..4 * g + 4].copy_from_slice(&d);
+            }
+        } else {
+            for t in 0..T {
+                // SAFETY: token t's block b (see above).
+                (corr[t], d_a[t]) = unsafe { token_one(y(t)) };
+            }
+        }
         for (t, acc) in acc.iter_mut().enumerate() {
-            let y = unsafe { ap.add(t * as_ + b * Q8_0) };
-            let q = unsafe { y.add(2) };
-            let mut isum = _mm512_sub_epi32(_mm512_setzero_si512(), unsafe { eight_sum(q) });
+            let q = unsafe { y(t).add(2) };
+            let mut isum = _mm512_set1_epi32(-corr[t]);
             for j in 0..4 {
                 isum = _mm512_dpbusd_epi32(isum, lo[j], unsafe { bcast4(q.add(4 * j)) });
                 isum = _mm512_dpbusd_epi32(isum, hi[j], unsafe { bcast4(q.add(16 + 4 * j)) });
             }
-            let d = _mm512_mul_ps(d_w, unsafe { f16_bcast(y) });
+            let d = _mm512_mul_ps(d_w, _mm512_set1_ps(d_a[t]));
             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
         }
     }
@@ -135,9 +198,14 @@ fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out
     }
 }
 
-fn gemm(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
+fn gemm8(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
     // SAFETY: reachable only through `kernel()`, whose caller guarantees the CPU has
     // avx512f/bw/vl/vnni, avx2, fma and f16c.
+    unsafe { tile::<8>(n, w, ws, a, as_, out) }
+}
+
+fn gemm4(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
+    // SAFETY: as in `gemm8`.
     unsafe { tile::<4>(n, w, ws, a, as_, out) }
 }
 
@@ -146,13 +214,17 @@ fn gemv(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
     unsafe { tile::<1>(n, w, ws, a, as_, out) }
 }
 
-/// The tile for `n_tokens` tokens: 16 rows × 4 tokens from 4 tokens, else 16 rows × 1 token.
+/// The tile for `n_tokens` tokens: 16 rows × 8 tokens from 8 tokens, × 4 from 4, else × 1.
 ///
 /// # Safety
 /// The returned function executes AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C instructions: call
 /// only on a CPU that has them.
 pub(super) unsafe fn kernel(n_tokens: usize) -> GemmKernel {
-    let (tokens, run): (usize, super::TileFn) = if n_tokens >= 4 { (4, gemm) } else { (1, gemv) };
+    let (tokens, run): (usize, super::TileFn) = match n_tokens {
+        8.. => (8, gemm8),
+        4.. => (4, gemm4),
+        _ => (1, gemv),
+    };
     GemmKernel {
         rows: R,
         tokens,
