@@ -45,10 +45,20 @@ macro_rules! with_avx2 {
     };
 }
 
+/// One row of whole Q8_0 blocks (`d: f16`, 32 × `i8`) into `out` — ggml-cpu x86
+/// `quantize_row_q8_0`. Runs the AVX2 twin (ggml's own vector code) where the CPU has it.
+pub fn quantize_row_q8_0_x86(x: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { avx2::quantize_row_q8_0(x, out) };
+    }
+    quantize_row_q8_0_portable(x, out)
+}
+
 with_avx2! {
-    /// One row of whole Q8_0 blocks (`d: f16`, 32 × `i8`) into `out` — ggml-cpu x86
-    /// `quantize_row_q8_0`.
-    pub fn quantize_row_q8_0_x86(x: &[f32], out: &mut [u8]) {
+    /// [`quantize_row_q8_0_x86`] one element at a time (the specification of the AVX2 twin).
+    pub fn quantize_row_q8_0_portable(x: &[f32], out: &mut [u8]) {
         for (x, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(2 + QK)) {
             let mut qs = [0i8; QK];
             let d = block(x, &mut qs);
@@ -73,6 +83,52 @@ with_avx2! {
     }
 }
 
+/// ggml's AVX2 `quantize_row_q8_0` body: the max-abs reduced in ggml's order (`vmaxps` of the
+/// four vectors, then halves, then pairs), `vroundps` to nearest even, `vcvtps2dq` and two
+/// saturating packs. For finite inputs every step equals the portable one (max is exact in any
+/// order; the packs saturate as `as i8` does); a NaN element is ignored by the portable fold
+/// and, as in ggml, taken by `vmaxps` only where ggml takes it.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::QK;
+    use core::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
+        for (x, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(2 + QK)) {
+            // SAFETY: `x` is 32 readable floats (a whole chunk); unaligned loads.
+            let v: [__m256; 4] =
+                std::array::from_fn(|i| unsafe { _mm256_loadu_ps(x[8 * i..].as_ptr()) });
+            let sign = _mm256_set1_ps(-0.0);
+            let mut m = _mm256_andnot_ps(sign, v[0]);
+            for vi in &v[1..] {
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *vi));
+            }
+            let m4 = _mm_max_ps(_mm256_extractf128_ps::<1>(m), _mm256_castps256_ps128(m));
+            let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            let amax = _mm_cvtss_f32(m4);
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            let q: [__m256i; 4] = std::array::from_fn(|i| {
+                let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm256_mul_ps(v[i], id),
+                );
+                _mm256_cvtps_epi32(r)
+            });
+            let p = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            b[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+            let qs: &mut [u8; 32] = (&mut b[2..]).try_into().unwrap();
+            // SAFETY: `qs` is 32 writable bytes; unaligned store.
+            unsafe { _mm256_storeu_si256(qs.as_mut_ptr().cast(), p) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +145,36 @@ mod tests {
         let qs: &[i8] = bytemuck::cast_slice(&out[2..]);
         assert_eq!(&qs[..3], &[127, 2, -4]);
         assert_eq!(f16::from_le_bytes([out[0], out[1]]).to_f32(), 1.0);
+    }
+
+    /// The AVX2 twin writes the portable function's bytes (random rows with zero, tiny, huge,
+    /// negative-zero and halfway blocks).
+    #[test]
+    fn q8_0_avx2_equals_portable() {
+        let mut seed = 0x1234_5678u32;
+        let mut x: Vec<f32> = (0..QK * 64)
+            .map(|i| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                let v = (seed as f32 / u32::MAX as f32 - 0.5) * 8.0;
+                match (i / QK) % 5 {
+                    1 => v * 1e-30,
+                    2 => v * 1e30,
+                    3 => 0.0,
+                    _ => v,
+                }
+            })
+            .collect();
+        x[4 * QK..5 * QK].fill(-0.0);
+        x[5 * QK] = 127.0;
+        x[5 * QK + 1] = 2.5;
+        x[5 * QK + 2] = -3.5;
+        let mut want = vec![0u8; 64 * (2 + QK)];
+        let mut got = want.clone();
+        quantize_row_q8_0_portable(&x, &mut want);
+        quantize_row_q8_0_x86(&x, &mut got);
+        assert_eq!(got, want);
     }
 
     #[test]
