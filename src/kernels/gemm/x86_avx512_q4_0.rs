@@ -45,14 +45,14 @@ unsafe fn token_one(y: *const u8) -> (i32, f32) {
     (-(_mm_cvtsi128_si32(s) << 3), d)
 }
 
-/// `−8 · Σ a` and `d` of four tokens' Q8_0 blocks at `y[0..4]`, as `[i32; 4]` and `[f32; 4]`
+/// `−8 · Σ a` and `d` of four tokens' Q8_0 blocks at `y[0..4]`, as 4 lanes each
 /// (the sums formed together: one `vpdpbusd` per two tokens, one shared reduction).
 ///
 /// # Safety
 /// Each `y[t]` must point to a readable Q8_0 block (34 bytes).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn token_quad(y: [*const u8; 4]) -> ([i32; 4], [f32; 4]) {
+unsafe fn token_quad(y: [*const u8; 4]) -> (__m128i, __m128) {
     // SAFETY: 32 readable bytes at `y[t] + 2` and 2 at `y[t]` (caller); unaligned reads.
     let (q, d) = unsafe {
         (
@@ -77,27 +77,12 @@ unsafe fn token_quad(y: [*const u8; 4]) -> ([i32; 4], [f32; 4]) {
         _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 1, 8, 0),
         u,
     );
-    let mut sums = [0i32; 4];
-    // SAFETY: `sums` is 16 writable bytes; unaligned store.
-    unsafe {
-        _mm_storeu_si128(
-            sums.as_mut_ptr().cast(),
-            _mm_sub_epi32(
-                _mm_setzero_si128(),
-                _mm_slli_epi32::<3>(_mm512_castsi512_si128(u)),
-            ),
-        )
-    };
+    let neg = _mm_sub_epi32(
+        _mm_setzero_si128(),
+        _mm_slli_epi32::<3>(_mm512_castsi512_si128(u)),
+    );
     let bits = d(0) | d(1) << 16 | d(2) << 32 | d(3) << 48;
-    let mut ds = [0f32; 4];
-    // SAFETY: `ds` is 16 writable bytes; unaligned store.
-    unsafe {
-        _mm_storeu_ps(
-            ds.as_mut_ptr(),
-            _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)),
-        )
-    };
-    (sums, ds)
+    (neg, _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)))
 }
 
 /// The dword at `p`, broadcast (`vpdpbusd`'s `{1to16}` memory operand).
@@ -162,35 +147,38 @@ fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out
         let quad =
             |k: usize| (0..4).fold(0u64, |q, i| q | (d(4 * k + i) as u64) << (16 * i)) as i64;
         let d_w = _mm512_cvtph_ps(_mm256_set_epi64x(quad(3), quad(2), quad(1), quad(0)));
-        // Per token: `−8 · Σ a` (the start of `Σ q · a`) and `d`.
+        // Per token: `−8 · Σ a` (the start of `Σ q · a`) and `d`, broadcast.
         let y = |t: usize| unsafe { ap.add(t * as_ + b * Q8_0) };
-        let mut corr = [0i32; T];
-        let mut d_a = [0f32; T];
+        let mut quads = [(_mm_setzero_si128(), _mm_setzero_ps()); 4];
         if T.is_multiple_of(4) {
-            for g in 0..T / 4 {
+            for (g, quad) in quads.iter_mut().enumerate().take(T / 4) {
                 let ys = std::array::from_fn(|i| y(4 * g + i));
                 // SAFETY: four tokens' blocks b (see above).
-                let (c, d) = unsafe { token_quad(ys) };
-                corr[4 * g..4 * g + 4].copy_from_slice(&c);
-                d_a[4 * g..4 * g + 4].copy_from_slice(&d);
-            }
-        } else {
-            for t in 0..T {
-                // SAFETY: token t's block b (see above).
-                (corr[t], d_a[t]) = unsafe { token_one(y(t)) };
+                *quad = unsafe { token_quad(ys) };
             }
         }
-        // Through memory: read back, each is one broadcast load (kept in registers, LLVM
-        // extracts and re-broadcasts every lane, measured 10% of the tile).
-        let (corr, d_a) = std::hint::black_box((corr, d_a));
         for (t, acc) in acc.iter_mut().enumerate() {
+            let (corr, d_a) = if T.is_multiple_of(4) {
+                // Lane t % 4 of the group's vectors (a permute, not a round trip through a
+                // general register: LLVM's extract + re-broadcast was 10% of the tile).
+                let (c, d) = quads[t / 4];
+                let k = _mm512_set1_epi32((t % 4) as i32);
+                (
+                    _mm512_permutexvar_epi32(k, _mm512_castsi128_si512(c)),
+                    _mm512_permutexvar_ps(k, _mm512_castps128_ps512(d)),
+                )
+            } else {
+                // SAFETY: token t's block b (see above).
+                let (c, d) = unsafe { token_one(y(t)) };
+                (_mm512_set1_epi32(c), _mm512_set1_ps(d))
+            };
             let q = unsafe { y(t).add(2) };
-            let mut isum = _mm512_set1_epi32(corr[t]);
+            let mut isum = corr;
             for j in 0..4 {
                 isum = _mm512_dpbusd_epi32(isum, lo[j], unsafe { bcast4(q.add(4 * j)) });
                 isum = _mm512_dpbusd_epi32(isum, hi[j], unsafe { bcast4(q.add(16 + 4 * j)) });
             }
-            let d = _mm512_mul_ps(d_w, _mm512_set1_ps(d_a[t]));
+            let d = _mm512_mul_ps(d_w, d_a);
             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
         }
     }
