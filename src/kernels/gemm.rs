@@ -70,6 +70,11 @@ pub(super) fn q4_0_repack_kernel(isa: Isa, n_tokens: usize) -> Option<GemmKernel
             // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
             Some(unsafe { x86_avx512_q4_0::kernel(n_tokens) })
         }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX2 table (checked just above).
+            Some(unsafe { x86_avx2_q4_0::kernel(n_tokens) })
+        }
         _ => {
             let _ = n_tokens;
             None
