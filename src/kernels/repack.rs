@@ -8,6 +8,14 @@
 //! into two f32 accumulators, `acc += isum · (d·d8)` and `acc_min += imin · (dmin·d8)`, and the
 //! result is `acc − acc_min`. Activations are Q8_K either way (`ggml_quantize_mat_q8_K_4x8`
 //! computes the same blocks as `quantize_row_q8_K`, interleaved).
+//!
+//! Q4_0 likewise (`q4_0_8x8_q8_0`, rows a multiple of 8, any AVX2 CPU): `ggml_gemm_q4_0_8x8_q8_0`
+//! and `ggml_gemv_q4_0_8x8_q8_0` sum alike — per block the exact integer sum, then
+//! `acc = fma(isum, d_w · d_a, acc)` on one accumulator — so one per-pair function covers every
+//! token; `ggml_quantize_mat_q8_0_4x8` computes exactly `quantize_row_q8_0`'s blocks (same
+//! `amax / 127`, `127 / amax`, round-to-even), interleaved. kiln reads the rows in place (the
+//! tiles in `gemm/x86_avx512_q4_0.rs`, `gemm/x86_avx2_q4_0.rs` transpose 16 or 8 rows' blocks in
+//! registers), so the weights are neither copied nor held twice.
 
 use super::scalar::{k_scales_mins, with_rows};
 use ggml_compat::blocks::{BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8K, BlockQ8_0};
