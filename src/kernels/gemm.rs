@@ -16,15 +16,22 @@
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2_kquants;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx2_q4_0;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_floats;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_kquants;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_q4_0;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_q8_0;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86_avx512_tq2;
+
+#[cfg(target_arch = "x86_64")]
+pub(super) use x86_avx2_q4_0::per_pair as q4_0_repack_dot;
 
 pub(crate) mod tinyblas;
 
@@ -48,7 +55,7 @@ pub(super) type TileFn =
 
 impl GemmKernel {
     /// The most outputs (`rows × tokens`) a tile has.
-    pub const MAX_OUT: usize = 64;
+    pub const MAX_OUT: usize = 128;
 }
 
 /// Which per-pair function a tile must reproduce.
@@ -60,6 +67,29 @@ pub(super) enum Order {
     Q4KGemm,
     /// `repack::vec_dot_q6_k_q8_k_tiled` (ggml's tiled K-quant matmul).
     Q6KTiled,
+    /// `repack::vec_dot_q4_0_q8_0_repack` (ggml's repacked Q4_0, every token).
+    Q40Repack,
+}
+
+/// The tile for ggml's repacked Q4_0 order on the table of `isa`, shaped for a product of
+/// `n_tokens` tokens (a one-token tile for decode), if there is one.
+pub(super) fn q4_0_repack_kernel(isa: Isa, n_tokens: usize) -> Option<GemmKernel> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            Some(unsafe { x86_avx512_q4_0::kernel(n_tokens) })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX2 table (checked just above).
+            Some(unsafe { x86_avx2_q4_0::kernel(n_tokens) })
+        }
+        _ => {
+            let _ = n_tokens;
+            None
+        }
+    }
 }
 
 /// The batched kernel of weight type `ty` for the table of `isa` whose results equal `order`'s
@@ -430,6 +460,142 @@ mod tests {
                                 got.to_bits(),
                                 want.to_bits(),
                                 "{ty} {rows}x{cols}, {n_tokens} tokens on {threads}: [t {t}][r {r}]"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Q4_0 rows and Q8_0 activation rows of `n` elements (wider strides than the rows), the
+    /// activations with a few bytes forced to −128 and the weights to their nibble ends.
+    fn q4_0_operands(seed: &mut u32, n: usize, rows: usize, tokens: usize) -> Operands {
+        let wb = GgmlType::Q4_0.row_bytes(n as u64).unwrap() as usize;
+        let ab = GgmlType::Q8_0.row_bytes(n as u64).unwrap() as usize;
+        let (ws, as_) = (wb + 5, ab + 3);
+        let mut w = vec![0u8; ws * rows];
+        for r in 0..rows {
+            let dst = &mut w[r * ws..r * ws + wb];
+            quantize_row(GgmlType::Q4_0, &values(seed, n), dst, None).unwrap();
+            dst[2 + 18 * (r % (n / 32))] = if r % 2 == 0 { 0x00 } else { 0xFF };
+        }
+        let mut a = vec![0u8; as_ * tokens];
+        for t in 0..tokens {
+            let dst = &mut a[t * as_..t * as_ + ab];
+            quantize_activations(GgmlType::Q8_0, &values(seed, n), n, dst).unwrap();
+            dst[2 + 34 * (t % (n / 32)) + t % 32] = 0x80;
+        }
+        Operands {
+            w,
+            ws,
+            wb,
+            a,
+            as_,
+            ab,
+        }
+    }
+
+    struct Operands {
+        w: Vec<u8>,
+        ws: usize,
+        wb: usize,
+        a: Vec<u8>,
+        as_: usize,
+        ab: usize,
+    }
+
+    impl Operands {
+        fn w_row(&self, r: usize) -> &[u8] {
+            &self.w[r * self.ws..r * self.ws + self.wb]
+        }
+        fn a_row(&self, t: usize) -> &[u8] {
+            &self.a[t * self.as_..t * self.as_ + self.ab]
+        }
+    }
+
+    /// The Q4_0 repack-order tiles (gemm and gemv shapes) and the per-pair SIMD twin equal
+    /// `repack::vec_dot_q4_0_q8_0_repack_portable` bit for bit.
+    #[test]
+    fn q4_0_repack_tiles_equal_spec_bit_for_bit() {
+        use crate::kernels::repack::vec_dot_q4_0_q8_0_repack_portable as spec;
+        let mut seed = 0x0bad_cafeu32;
+        let mut checked = 0;
+        for blocks in [1usize, 2, 3, 18, 48] {
+            let n = 32 * blocks;
+            let ops = q4_0_operands(&mut seed, n, 16, 8);
+            for r in 0..16 {
+                for t in 0..8 {
+                    let want = spec(n, ops.w_row(r), ops.a_row(t));
+                    let got = crate::kernels::repack::vec_dot_q4_0_q8_0_repack(
+                        n,
+                        ops.w_row(r),
+                        ops.a_row(t),
+                    );
+                    assert_eq!(got.to_bits(), want.to_bits(), "twin {blocks} blocks");
+                }
+            }
+            for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+                for n_tokens in [1, 4, 8] {
+                    let Some(g) = q4_0_repack_kernel(isa, n_tokens) else {
+                        continue;
+                    };
+                    let mut out = vec![f32::NAN; g.rows * g.tokens];
+                    (g.run)(n, &ops.w, ops.ws, &ops.a, ops.as_, &mut out);
+                    for r in 0..g.rows {
+                        for t in 0..g.tokens {
+                            let want = spec(n, ops.w_row(r), ops.a_row(t));
+                            let got = out[t * g.rows + r];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{isa} {blocks} blocks, row {r} token {t}: {got} vs {want}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if Isa::Avx512.is_available() {
+            assert!(checked > 0, "no Q4_0 tile was tested");
+        }
+    }
+
+    /// Through `matmul` (tiles, leftover rows and tokens, 1–3 threads), a Q4_0 matrix with a
+    /// multiple of 8 rows gives the repack order on the x86 tables and the vec_dot on the scalar
+    /// one; other row counts keep the vec_dot.
+    #[test]
+    fn matmul_keeps_the_q4_0_repack_order() {
+        use crate::kernels::{matmul, repack, WeightMatrix};
+        let mut seed = 0x7f4a_7c15u32;
+        let cols = 576;
+        let ab = GgmlType::Q8_0.row_bytes(cols as u64).unwrap() as usize;
+        let x86 = matches!(crate::kernels::active_isa(), "avx2" | "avx512");
+        for rows in [40usize, 48, 20] {
+            let ops = q4_0_operands(&mut seed, cols, rows, 0);
+            let w: Vec<u8> = (0..rows).flat_map(|r| ops.w_row(r).to_vec()).collect();
+            let wm = WeightMatrix::new("t", GgmlType::Q4_0, rows, cols, &w).unwrap();
+            let per_pair: crate::kernels::VecDot = if x86 && rows % 8 == 0 {
+                repack::vec_dot_q4_0_q8_0_repack_portable
+            } else {
+                crate::kernels::kernels(GgmlType::Q4_0).unwrap().vec_dot
+            };
+            for n_tokens in [1usize, 2, 3, 4, 5, 8, 11, 21] {
+                let x = values(&mut seed, cols * n_tokens);
+                let mut a = vec![0u8; ab * n_tokens];
+                quantize_activations(GgmlType::Q8_0, &x, cols, &mut a).unwrap();
+                for threads in 1..=3 {
+                    let mut out = vec![f32::NAN; rows * n_tokens];
+                    matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
+                    for t in 0..n_tokens {
+                        for r in 0..rows {
+                            let want = per_pair(cols, wm.row(r).unwrap(), &a[t * ab..][..ab]);
+                            let got = out[t * rows + r];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{rows} rows, {n_tokens} tokens on {threads}: [t {t}][r {r}]"
                             );
                         }
                     }

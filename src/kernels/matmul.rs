@@ -378,6 +378,16 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         tail_dot = k.vec_dot;
         order = gemm::Order::Q6KTiled;
     }
+    // ... and a repackable Q4_0 matrix in one order for every token (see `repack.rs`).
+    let x86 = matches!(
+        super::active_table().isa(),
+        super::Isa::Avx2 | super::Isa::Avx512
+    );
+    if w.ty == GgmlType::Q4_0 && x86 && repack::q4_0_is_repacked(w.rows) {
+        k.vec_dot = repack::vec_dot_q4_0_q8_0_repack;
+        tail_dot = k.vec_dot;
+        order = gemm::Order::Q40Repack;
+    }
     let dots = Dots {
         head: k.vec_dot,
         tail: tail_dot,
@@ -450,6 +460,7 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     debug_assert_eq!(act.len(), n_tokens * act_row);
     let batched = match tb {
         Some(tb) => Some(tb.tile),
+        None if order == gemm::Order::Q40Repack => gemm::q4_0_repack_kernel(isa, n_tokens),
         None if n_tokens >= 2 => gemm::kernel(isa, w.ty, order),
         // One token: several rows' vec_dots side by side (`gemv.rs`).
         None if order == gemm::Order::VecDot => super::gemv::kernel(isa, w.ty),

@@ -8,9 +8,17 @@
 //! into two f32 accumulators, `acc += isum · (d·d8)` and `acc_min += imin · (dmin·d8)`, and the
 //! result is `acc − acc_min`. Activations are Q8_K either way (`ggml_quantize_mat_q8_K_4x8`
 //! computes the same blocks as `quantize_row_q8_K`, interleaved).
+//!
+//! Q4_0 likewise (`q4_0_8x8_q8_0`, rows a multiple of 8, any AVX2 CPU): `ggml_gemm_q4_0_8x8_q8_0`
+//! and `ggml_gemv_q4_0_8x8_q8_0` sum alike — per block the exact integer sum, then
+//! `acc = fma(isum, d_w · d_a, acc)` on one accumulator — so one per-pair function covers every
+//! token; `ggml_quantize_mat_q8_0_4x8` computes exactly `quantize_row_q8_0`'s blocks (same
+//! `amax / 127`, `127 / amax`, round-to-even), interleaved. kiln reads the rows in place (the
+//! tiles in `gemm/x86_avx512_q4_0.rs`, `gemm/x86_avx2_q4_0.rs` transpose 16 or 8 rows' blocks in
+//! registers), so the weights are neither copied nor held twice.
 
 use super::scalar::{k_scales_mins, with_rows};
-use ggml_compat::blocks::{BlockQ4K, BlockQ6K, BlockQ8K};
+use ggml_compat::blocks::{BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8K, BlockQ8_0};
 use ggml_compat::quant::float::fp16_to_fp32 as h;
 use ggml_compat::QK_K;
 
@@ -124,6 +132,50 @@ fn q6_k_tiled_body(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 isum += sc as i32 * raw;
             }
             acc = (isum as f32 * h(x.d)).mul_add(y.d, acc);
+        }
+        acc
+    })
+}
+
+/// Rows of a Q4_0 matrix ggml's x86 build repacks into `q4_0_8x8_q8_0` (`ne[1] % 8 == 0`, on any
+/// CPU with AVX2: `ggml_repack_get_optimal_repack_type`). The generic (non-AVX2) build does not
+/// repack, so the scalar table keeps `ggml_vec_dot_q4_0_q8_0`.
+pub fn q4_0_is_repacked(rows: usize) -> bool {
+    rows.is_multiple_of(8)
+}
+
+/// Q4_0 · Q8_0 in the order of ggml's x86 `ggml_gemm_q4_0_8x8_q8_0` and
+/// `ggml_gemv_q4_0_8x8_q8_0` (`gemm_q4_b32_8x8_q8_0_lut_avx` / `gemv_…`, AVX-512 and AVX2
+/// branches alike): per block of 32 the exact integer sum `isum = Σ (q − 8) · a`, then one
+/// fused update `acc = fma(isum, d_w · d_a, acc)` of a single f32 accumulator. The gemm and the
+/// gemv sum alike, and `ggml_quantize_mat_q8_0_4x8` computes the same Q8_0 blocks as
+/// `quantize_row_q8_0` (interleaved), so this one function is the order of every token. Runs
+/// the AVX2 twin where the CPU has it.
+pub fn vec_dot_q4_0_q8_0_repack(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = super::gemm::q4_0_repack_dot() {
+        return k(n, w, a);
+    }
+    vec_dot_q4_0_q8_0_repack_portable(n, w, a)
+}
+
+/// [`vec_dot_q4_0_q8_0_repack`] in portable Rust (the specification of the SIMD kernels).
+pub fn vec_dot_q4_0_q8_0_repack_portable(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    with_fma(n, w, a, q4_0_repack_body)
+}
+
+#[inline(always)]
+fn q4_0_repack_body(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    with_rows(w, a, |x: &[BlockQ4_0], y: &[BlockQ8_0]| {
+        let mut acc = 0f32;
+        for (x, y) in x.iter().zip(y).take(n / 32) {
+            let isum: i32 = (0..16)
+                .map(|j| {
+                    let (lo, hi) = ((x.qs[j] & 0xF) as i32 - 8, (x.qs[j] >> 4) as i32 - 8);
+                    lo * y.qs[j] as i32 + hi * y.qs[j + 16] as i32
+                })
+                .sum();
+            acc = (isum as f32).mul_add(h(x.d) * h(y.d), acc);
         }
         acc
     })
