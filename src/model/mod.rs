@@ -502,7 +502,7 @@ mod tests {
             let mut start = 0;
             while start < n {
                 let m = logit_chunk(n - start);
-                assert!(m >= 1 && m <= MAX_LOGIT_ROWS, "n {n}: chunk {m}");
+                assert!((1..=MAX_LOGIT_ROWS).contains(&m), "n {n}: chunk {m}");
                 assert!(start % 4 == 0, "n {n}: chunk at {start}");
                 assert!(m >= 8.min(n), "n {n}: chunk of {m} at {start}");
                 start += m;
