@@ -392,6 +392,7 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         head: k.vec_dot,
         tail: tail_dot,
         tail_from: n_tokens - n_tokens % 4,
+        gemv: order == gemm::Order::VecDot,
     };
     let (rows, cols) = (w.rows, w.cols);
     if n_tokens.checked_mul(cols) != Some(x.len()) {
@@ -437,6 +438,7 @@ pub fn matmul_with<P: Parallel + ?Sized>(
                 head: dot,
                 tail: dot,
                 tail_from: n_tokens,
+                gemv: false,
             };
             (dots, cols * 4)
         }
@@ -468,7 +470,9 @@ pub fn matmul_with<P: Parallel + ?Sized>(
     };
     let (row_align, tok_align) = batched.map_or((1, 1), |g| (g.rows, g.tokens));
     let tiles = match batched {
-        Some(g) if g.tokens == 1 && n_tokens == 1 => Tiles::per_thread(rows, par.threads(), g.rows),
+        Some(g) if g.tokens == 1 && n_tokens == 1 && dots.gemv => {
+            Tiles::per_thread(rows, par.threads(), g.rows)
+        }
         _ => Tiles::new(rows, n_tokens, par.threads(), row_align, tok_align),
     };
     let dst = SharedOut::new(out);
@@ -544,6 +548,7 @@ pub fn matmul_many_with<P: Parallel + ?Sized>(
         head: k.vec_dot,
         tail: k.vec_dot,
         tail_from: 0,
+        gemv: true,
     };
     let tiles: Vec<Tiles> = ws
         .iter()
@@ -572,6 +577,10 @@ struct Dots {
     head: VecDot,
     tail: VecDot,
     tail_from: usize,
+    /// Whether a one-token kernel is a `gemv.rs` kernel, which wants its rows far apart (one
+    /// chunk per thread, cut into runs). Other one-token tiles (the repacked Q4_0's) read
+    /// adjacent rows and prefetch for that.
+    gemv: bool,
 }
 
 /// Computes one task's tile: with a batched kernel (usable for tokens before `until`), whole
@@ -588,7 +597,7 @@ fn tile(
     tokens: std::ops::Range<usize>,
     dst: &SharedOut,
 ) {
-    if let Some((g, _)) = batched.filter(|(g, _)| g.tokens == 1 && tokens.len() == 1) {
+    if let Some((g, _)) = batched.filter(|(g, _)| k.gemv && g.tokens == 1 && tokens.len() == 1) {
         return gemv_tile(g, k, w, act, act_row, rows, tokens.start, dst);
     }
     let mut r = rows.start;
