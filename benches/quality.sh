@@ -7,10 +7,12 @@
 #   benches/quality.sh [--types "Q4_0 Q4_K_M"] [--methods "rtn gptq"] [--calib-chunks 8]
 #                      [--eval-chunks 40] [--eval kiln|llama]
 #
-# Writes target/quality/table.md (and one .kld.txt per file); the files stay in target/quality.
+# Writes target/quality/table.md (and one FILE.EVAL.kld.txt per file, scored against the
+# reference's log-probabilities saved by the same tool, ref.EVAL.kld); the files stay in
+# target/quality.
 # --eval llama scores with llama.cpp's llama-perplexity (LLAMA_BIN=dir with llama-perplexity,
 # default build-llama.cpp/build/bin from benches/compare.sh): same statistics and printout as
-# `kiln perplexity --kld`, and several times faster at prompt processing today.
+# `kiln perplexity --kld` (a cross-check of the two tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,20 +47,21 @@ if [ ! -f "$OUT/ref.F16.gguf" ]; then
 fi
 LP=${LLAMA_BIN:-build-llama.cpp/build/bin}/llama-perplexity
 TEST="$SHARED/data/wikitext-2-test.txt"
-if [ ! -f "$OUT/ref.kld" ]; then
+BASE="$OUT/ref.$EVAL.kld"
+if [ ! -f "$BASE" ]; then
     case "$EVAL" in
         kiln) "$KILN" perplexity -m "$OUT/ref.F16.gguf" -t "$THREADS" -f "$TEST" -c 512 \
-                  --chunks "$EVAL_CHUNKS" --kld-base "$OUT/ref.kld" ;;
+                  --chunks "$EVAL_CHUNKS" --kld-base "$BASE" ;;
         llama) "$LP" -m "$OUT/ref.F16.gguf" -t "$THREADS" -f "$TEST" -c 512 \
-                  --chunks "$EVAL_CHUNKS" --kl-divergence-base "$OUT/ref.kld" ;;
+                  --chunks "$EVAL_CHUNKS" --kl-divergence-base "$BASE" ;;
     esac
 fi
 # score one file against the reference (both tools print the same table)
 score() {
     case "$EVAL" in
-        kiln) "$KILN" perplexity -m "$1" -t "$THREADS" --kld-base "$OUT/ref.kld" --kld ;;
+        kiln) "$KILN" perplexity -m "$1" -t "$THREADS" --kld-base "$BASE" --kld ;;
         llama) "$LP" -m "$1" -t "$THREADS" -f "$TEST" -c 512 --chunks "$EVAL_CHUNKS" \
-                  --kl-divergence-base "$OUT/ref.kld" --kl-divergence 2>&1 ;;
+                  --kl-divergence-base "$BASE" --kl-divergence 2>&1 ;;
     esac
 }
 
@@ -68,22 +71,22 @@ for ty in $TYPES; do
         log="$OUT/smollm2.$ty.$m.log"
         [ -f "$f" ] || "$KILN" quantize "$OUT/ref.F16.gguf" "$f" "$ty" --method "$m" -t "$THREADS" \
             -f "$SHARED/data/wikitext-2-valid.txt" --chunks "$CALIB_CHUNKS" 2> "$log"
-        [ -s "$f.kld.txt" ] || score "$f" > "$f.kld.txt"
+        [ -s "$f.$EVAL.kld.txt" ] || score "$f" > "$f.$EVAL.kld.txt"
         echo "$ty $m done"
     done
 done
 
-python3 - "$OUT" "$TYPES" "$METHODS" <<'EOF'
+python3 - "$OUT" "$TYPES" "$METHODS" "$EVAL" <<'EOF'
 import json, os, re, sys
-out, types, methods = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+out, types, methods, ev = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
 rows = ["| type | method | size MiB | PPL | mean KLD | same top p | calib s | calib peak MiB |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for ty in types:
     for m in methods:
         f = f"{out}/smollm2.{ty}.{m}.gguf"
-        if not os.path.exists(f + ".kld.txt"):
+        if not os.path.exists(f"{f}.{ev}.kld.txt"):
             continue
-        txt = open(f + ".kld.txt").read()
+        txt = open(f"{f}.{ev}.kld.txt").read()
         ppl = re.search(r"Mean PPL\(Q\)\s*:\s*([\d.]+)\s*±\s*([\d.]+)", txt)
         kld = re.search(r"Mean\s+KLD:\s*([\d.]+)\s*±\s*([\d.]+)", txt)
         top = re.search(r"Same top p:\s*([\d.]+)", txt)
