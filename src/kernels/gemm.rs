@@ -26,6 +26,8 @@ mod x86_avx512_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_q4_0;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_q5_0;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_q8_0;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86_avx512_tq2;
@@ -157,6 +159,12 @@ fn vec_dot_kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
         Isa::Avx512 if isa.is_available() && ty == GgmlType::Q8_0 => {
             // SAFETY: as above.
             Some(unsafe { x86_avx512_q8_0::kernel() })
+        }
+        // Q5_0 too (the Q4_K_M / Q5_K_M fallback of rows not a multiple of 256).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() && ty == GgmlType::Q5_0 => {
+            // SAFETY: as above.
+            Some(unsafe { x86_avx512_q5_0::kernel() })
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if isa.is_available() && ty == GgmlType::TQ2_0 => {
