@@ -5,6 +5,8 @@
 //! products are rounded half to even (`_mm256_round_ps`), not half away from zero (`roundf`).
 //! Each element is independent, so plain Rust computes exactly what the vector code computes.
 
+use ggml_compat::quant::{quantize_row, QuantError};
+use ggml_compat::GgmlType;
 use half::f16;
 
 const QK: usize = 32;
@@ -126,6 +128,113 @@ with_avx2! {
     }
 }
 
+/// Elements of a Q8_K block.
+const QK_K: usize = 256;
+/// Bytes of a Q8_K block: `d` (f32), 256 × `i8`, 16 × `i16` sums.
+const Q8K_BYTES: usize = 4 + QK_K + 2 * (QK_K / 16);
+
+/// One row of whole Q8_K blocks into `out` — ggml's `quantize_row_q8_K_ref`, which is also what
+/// ggml-cpu's x86 `quantize_row_q8_K` runs (scalar). With AVX-512 (F, VNNI), a vector version
+/// with the same bytes ([`q8_k_avx512`]); otherwise, and for any block holding a NaN or an
+/// infinity or whose scale overflows, ggml_compat's reference.
+pub fn quantize_row_q8_k_x86(x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+        && x.len().is_multiple_of(QK_K)
+        && out.len() == x.len() / QK_K * Q8K_BYTES
+    {
+        for (x, b) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(Q8K_BYTES)) {
+            // SAFETY: the CPU has AVX-512 F and VNNI (checked just above).
+            if !unsafe { q8_k_avx512::quantize_block(x.try_into().unwrap(), b.try_into().unwrap()) }
+            {
+                quantize_row(GgmlType::Q8_K, x, b, None)?;
+            }
+        }
+        return Ok(());
+    }
+    quantize_row(GgmlType::Q8_K, x, out, None)
+}
+
+/// `quantize_row_q8_K_ref` in AVX-512, one block at a time. Every step is the reference's own
+/// arithmetic: the max |x| (a max is order-free), the first element holding it (its sign picks
+/// `max`), `iscale = −127 / max` and `d = 1 / iscale` in scalar f32, `iscale · x` per element
+/// rounded by `vcvtps2dq` (nearest even — what `nearest_int`'s `+ 1.5·2²³` does for
+/// |v| < 2²²), `min(127)`, and the sums of 16 quants (exact integers) by `vpdpbusd` with ones.
+#[cfg(target_arch = "x86_64")]
+mod q8_k_avx512 {
+    use super::{Q8K_BYTES, QK_K};
+    use core::arch::x86_64::*;
+
+    /// Quantizes one block into `out`; `false` (nothing written) when the block holds a NaN or
+    /// an infinity, or `−127 / max` is not finite: the caller then runs the reference.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and VNNI.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) fn quantize_block(x: &[f32; QK_K], out: &mut [u8; Q8K_BYTES]) -> bool {
+        let xp = x.as_ptr();
+        // SAFETY: 16 × 16 floats are `x`'s 256; the loads are unaligned.
+        let v: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(xp.add(16 * i)) });
+        let mut amax = _mm512_setzero_ps();
+        let mut unordered: __mmask16 = 0;
+        for &v in &v {
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+            unordered |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        }
+        let amax = _mm512_reduce_max_ps(amax);
+        if unordered != 0 || !amax.is_finite() {
+            return false;
+        }
+        if amax == 0.0 {
+            // The reference's all-zero block: d = 0, zero quants, zero sums.
+            out.fill(0);
+            return true;
+        }
+        let wanted = _mm512_set1_ps(amax);
+        let Some((i, m)) = v.iter().enumerate().find_map(|(i, &v)| {
+            let m = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v), wanted);
+            (m != 0).then_some((i, m))
+        }) else {
+            return false;
+        };
+        let max = x[16 * i + m.trailing_zeros() as usize];
+        let iscale = -127.0 / max;
+        if !iscale.is_finite() {
+            return false;
+        }
+        let scale = _mm512_set1_ps(iscale);
+        let top = _mm512_set1_epi32(127);
+        let op = out.as_mut_ptr();
+        out[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+        for (i, &v) in v.iter().enumerate() {
+            let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(scale, v)), top);
+            // SAFETY: bytes 4 + 16i .. 4 + 16(i + 1) ≤ 260 of `out`; the store is unaligned.
+            unsafe { _mm_storeu_si128(op.add(4 + 16 * i).cast(), _mm512_cvtepi32_epi8(q)) };
+        }
+        // Σ of each 16 quants: `vpdpbusd` with ones sums 4 at a time, then two rounds of
+        // even + odd lanes fold 64 partial sums to 16, in group order.
+        let ones = _mm512_set1_epi8(1);
+        // SAFETY: bytes 4 .. 260 of `out`; the loads are unaligned.
+        let s: [__m512i; 4] = std::array::from_fn(|k| {
+            let q = unsafe { _mm512_loadu_si512(op.add(4 + 64 * k).cast()) };
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q)
+        });
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        let fold = |a, b| {
+            _mm512_add_epi32(
+                _mm512_permutex2var_epi32(a, even, b),
+                _mm512_permutex2var_epi32(a, odd, b),
+            )
+        };
+        let sums = fold(fold(s[0], s[1]), fold(s[2], s[3]));
+        // SAFETY: bytes 260 .. 292 of `out`; the store is unaligned.
+        unsafe { _mm256_storeu_si256(op.add(4 + QK_K).cast(), _mm512_cvtepi32_epi16(sums)) };
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +296,70 @@ mod tests {
             let d = block(x, &mut qs);
             assert_eq!(&b[..2], &f16::from_f32(d).to_le_bytes());
             assert_eq!(&b[2..], bytemuck::cast_slice::<i8, u8>(&qs));
+        }
+    }
+
+    /// The Q8_K quantizer's bytes equal ggml_compat's `quantize_row_q8_K_ref` on random blocks
+    /// over many magnitudes, |x| ties of opposite signs (the first one's sign wins), all-zero
+    /// and signed-zero blocks, huge and tiny (subnormal) values, and blocks with a NaN or an
+    /// infinity (the reference's own handling).
+    #[test]
+    fn q8_k_equals_reference_bytes() {
+        let mut seed = 0x2468_ace1u32;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as f32 / u32::MAX as f32 - 0.5
+        };
+        let blocks = 40;
+        let mut x: Vec<f32> = (0..QK_K * blocks)
+            .map(|i| rnd() * 10f32.powi((i / QK_K) as i32 % 13 - 6))
+            .collect();
+        let b = |k: usize| k * QK_K..(k + 1) * QK_K;
+        // Ties of |x| with opposite signs, the negative first, then the positive first.
+        x[b(1)][7] = -9.0;
+        x[b(1)][200] = 9.0;
+        x[b(2)][3] = 9.0;
+        x[b(2)][100] = -9.0;
+        // Ties inside one 16-lane vector and across vectors.
+        x[b(3)][17] = -5.0;
+        x[b(3)][18] = 5.0;
+        x[b(3)][255] = -5.0;
+        x[b(4)].fill(0.0);
+        x[b(5)]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = if i % 2 == 0 { 0.0 } else { -0.0 });
+        x[b(6)].iter_mut().for_each(|v| *v *= 1e37);
+        x[b(7)].iter_mut().for_each(|v| *v *= 1e-38);
+        x[b(8)]
+            .iter_mut()
+            .for_each(|v| *v = f32::from_bits(v.to_bits() & 0x807f_ffff));
+        x[b(9)][0] = f32::from_bits(1);
+        x[b(9)][1..].fill(0.0);
+        x[b(10)][50] = f32::NAN;
+        x[b(11)][60] = f32::INFINITY;
+        x[b(12)][70] = f32::NEG_INFINITY;
+        x[b(13)][0] = f32::MAX;
+        x[b(13)][1] = -f32::MAX;
+        // Rounding ties: multiples of 0.5 under iscale = 1.
+        x[b(14)]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = (i as f32 - 127.0) * 0.5);
+        x[b(14)][0] = -127.0;
+        for k in 15..blocks {
+            x[b(k)][(k * 37) % QK_K] = if k % 2 == 0 { 1e4 } else { -3e-3 };
+        }
+        let bytes = Q8K_BYTES;
+        let mut want = vec![0u8; bytes * blocks];
+        let mut got = vec![0xAAu8; bytes * blocks];
+        quantize_row(GgmlType::Q8_K, &x, &mut want, None).unwrap();
+        quantize_row_q8_k_x86(&x, &mut got).unwrap();
+        for k in 0..blocks {
+            let r = k * bytes..(k + 1) * bytes;
+            assert_eq!(&got[r.clone()], &want[r], "block {k}");
         }
     }
 }
