@@ -429,11 +429,12 @@ impl Model {
         dump("ffn_up", il, &buf.up);
         match gate {
             Gate::Silu => {
-                ops::swiglu(&mut buf.gate, &buf.up, c.n_ff);
+                let f = |g: &mut [f32], u: &[f32]| ops::swiglu(g, u, c.n_ff);
+                ops::par_rows(&self.pool, &mut buf.gate, &buf.up, c.n_ff, &f);
                 dump("ffn_swiglu", il, &buf.gate);
             }
             Gate::Gelu => {
-                ops::geglu(&mut buf.gate, &buf.up);
+                ops::par_rows(&self.pool, &mut buf.gate, &buf.up, c.n_ff, &ops::geglu);
                 dump("ffn_geglu", il, &buf.gate);
             }
         }

@@ -4,8 +4,9 @@
 
 use super::config::{Rope, RopeKind};
 use super::vmath;
+use crate::kernels::matmul::Parallel;
 use half::f16;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// `y = x / sqrt(mean(x²) + eps) * w` — ggml `rms_norm` (sum in f64) followed by `mul`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
@@ -130,6 +131,41 @@ pub fn softmax(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
+
+/// Elements from which a gated activation is split across the threads of `par` (below, waking
+/// them costs more than the work: decode does one row).
+const PAR_GATE_MIN: usize = 16 * 1024;
+
+/// `f(gate_rows, up_rows)` over runs of whole rows of `row` elements, shared among the threads
+/// of `par` for large batches (ggml splits its `swiglu` / `geglu` rows among its threads too).
+/// Each run is cut at row boundaries, so the bytes are those of one call over everything when
+/// `f` works row by row or element by element.
+pub fn par_rows(
+    par: &(impl Parallel + ?Sized),
+    gate: &mut [f32],
+    up: &[f32],
+    row: usize,
+    f: &(dyn Fn(&mut [f32], &[f32]) + Sync),
+) {
+    let threads = par.threads();
+    if threads <= 1 || gate.len() < PAR_GATE_MIN || row == 0 {
+        return f(gate, up);
+    }
+    let rows = gate.len().div_ceil(row);
+    // A few runs per thread, so a thread that starts late still finds work.
+    let run = rows.div_ceil(4 * threads).max(1) * row;
+    let runs: Vec<Mutex<(&mut [f32], &[f32])>> = gate
+        .chunks_mut(run)
+        .zip(up.chunks(run))
+        .map(Mutex::new)
+        .collect();
+    par.run(runs.len(), &|i| {
+        // Each index is handed out once, so the lock is never contended.
+        let mut guard = runs[i].lock().unwrap_or_else(|e| e.into_inner());
+        let (g, u) = &mut *guard;
+        f(g, u);
+    });
 }
 
 /// `gate = silu(gate) * up` — ggml `swiglu` ([`vmath::swiglu_row`]), row by row: the vector
@@ -283,6 +319,38 @@ mod tests {
                 (g[0] - want).abs() <= 2e-3 * want.abs().max(1.0),
                 "x={x}: {} vs {want}",
                 g[0]
+            );
+        }
+    }
+
+    /// Splitting swiglu / geglu over threads gives the bytes of one call over the whole batch.
+    #[test]
+    fn par_rows_equals_one_call() {
+        let pool = crate::threadpool::ThreadPool::new(2);
+        let mut seed = 0x5151_7a7au32;
+        for (row, rows) in [(576usize, 40usize), (1536, 13), (100, 300), (7, 1)] {
+            let len = row * rows;
+            let mut rnd = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                (seed as f32 / u32::MAX as f32 - 0.5) * 24.0
+            };
+            let gate: Vec<f32> = (0..len).map(|_| rnd()).collect();
+            let up: Vec<f32> = (0..len).map(|_| rnd()).collect();
+            let (mut want, mut got) = (gate.clone(), gate.clone());
+            geglu(&mut want, &up);
+            par_rows(&pool, &mut got, &up, row, &geglu);
+            assert_eq!(
+                bytemuck::cast_slice::<f32, u32>(&got),
+                bytemuck::cast_slice::<f32, u32>(&want)
+            );
+            let (mut want, mut got) = (gate.clone(), gate);
+            swiglu(&mut want, &up, row);
+            par_rows(&pool, &mut got, &up, row, &|g, u| swiglu(g, u, row));
+            assert_eq!(
+                bytemuck::cast_slice::<f32, u32>(&got),
+                bytemuck::cast_slice::<f32, u32>(&want)
             );
         }
     }
