@@ -188,13 +188,14 @@ fn vec_dot_kernel(isa: Isa, ty: GgmlType) -> Option<GemmKernel> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::kernels::{quantize_activations, table};
     use ggml_compat::quant::quantize_row;
 
-    /// A tiny xorshift generator: values in (-4, 4), some blocks scaled way down or up.
-    fn values(seed: &mut u32, len: usize) -> Vec<f32> {
+    /// A tiny xorshift generator: values in (-4, 4), some blocks scaled way down or up (shared
+    /// with the gemv tests).
+    pub(in crate::kernels) fn values(seed: &mut u32, len: usize) -> Vec<f32> {
         (0..len)
             .map(|i| {
                 *seed ^= *seed << 13;

@@ -56,25 +56,9 @@ fn kernel_rows(isa: Isa, ty: GgmlType, rows: usize) -> Option<GemmKernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::gemm::tests::values;
     use crate::kernels::{quantize_activations, table};
     use ggml_compat::quant::quantize_row;
-
-    /// A tiny xorshift generator: values in (-4, 4), some blocks scaled way down or up.
-    fn values(seed: &mut u32, len: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                *seed ^= *seed << 13;
-                *seed ^= *seed >> 17;
-                *seed ^= *seed << 5;
-                let v = (*seed as f32 / u32::MAX as f32 - 0.5) * 8.0;
-                match (i / 32) % 7 {
-                    3 => v * 1e-3,
-                    5 => v * 50.0,
-                    _ => v,
-                }
-            })
-            .collect()
-    }
 
     /// Every gemv output equals the table's vec_dot bit for bit, for every type and row count
     /// with a kernel on every instruction set this CPU runs, block counts odd and even, rows
