@@ -187,8 +187,8 @@ fn quantize_with_bar(
     params: &QuantizeParams,
 ) -> Result<QuantizeSummary> {
     let bar = super::convert::byte_bar();
-    let summary = quantize_file(input, output, params, &bar)
-        .with_context(|| format!("quantizing {}", input.display()))?;
+    // Every error names the file it concerns (input, output or override), so no context here.
+    let summary = quantize_file(input, output, params, &bar)?;
     bar.finish_and_clear();
     Ok(summary)
 }

@@ -47,14 +47,21 @@ pub enum QuantizeError {
         tensor: String,
         cause: QuantError,
     },
-    #[error("tensor '{tensor}': the importance matrix has {got} values, the tensor needs {want}")]
+    #[error(
+        "{file}: tensor '{tensor}': the importance matrix has {got} values, the tensor needs {want}"
+    )]
     ImatrixSize {
+        file: PathBuf,
         tensor: String,
         got: usize,
         want: usize,
     },
-    #[error("tensor '{tensor}': {why}")]
-    Replacement { tensor: String, why: String },
+    #[error("{file}: tensor '{tensor}': {why}")]
+    Replacement {
+        file: PathBuf,
+        tensor: String,
+        why: String,
+    },
     #[error("tensor type override '{0}': {1}")]
     BadPattern(String, String),
 }
@@ -338,6 +345,7 @@ pub fn quantize_file(
         if let Some(Replacement::Quantized { ty, bytes }) = replaced {
             if *ty != plan.to {
                 return Err(QuantizeError::Replacement {
+                    file: path.clone(),
                     tensor: plan.name.clone(),
                     why: format!("calibrated as {ty}, the recipe says {}", plan.to),
                 });
@@ -358,6 +366,7 @@ pub fn quantize_file(
                 Some(Replacement::Values(v)) if v.len() == n => f32_buf.clone_from(v),
                 Some(Replacement::Values(v)) => {
                     return Err(QuantizeError::Replacement {
+                        file: path.clone(),
                         tensor: plan.name.clone(),
                         why: format!("{} calibrated values for {n} elements", v.len()),
                     })
@@ -375,6 +384,7 @@ pub fn quantize_file(
                 Some(w) if w.len() == ncols * n_expert => Some(w.as_slice()),
                 Some(w) if plan.name != "token_embd.weight" => {
                     return Err(QuantizeError::ImatrixSize {
+                        file: path.clone(),
                         tensor: plan.name.clone(),
                         got: w.len(),
                         want: ncols * n_expert,
