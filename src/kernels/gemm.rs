@@ -26,6 +26,8 @@ mod x86_avx512_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_q4_0;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_q4_k;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_q8_0;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86_avx512_tq2;
@@ -92,29 +94,42 @@ pub(super) fn q4_0_repack_kernel(isa: Isa, n_tokens: usize) -> Option<GemmKernel
     }
 }
 
+/// The tile for ggml's repacked Q4_K gemm order (`repack::vec_dot_q4_k_q8_k_gemm`) on the table
+/// of `isa`, for products whose tokens before `until` take that order (a multiple of four; the
+/// rest take the gemv order), if there is one. AVX-512: 16 rows × 8 tokens when `until` is a
+/// multiple of 8, else × 4 (so no group of four is left to the per-pair function); AVX2: 4 × 4.
+pub(super) fn q4_k_gemm_kernel(isa: Isa, until: usize) -> Option<GemmKernel> {
+    match isa {
+        _ if until < 4 => None,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_available() => {
+            let tokens = if until.is_multiple_of(8) { 8 } else { 4 };
+            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
+            Some(unsafe { x86_avx512_q4_k::kernel(tokens) })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_available() => {
+            // SAFETY: this CPU has every feature of the AVX2 table (checked just above).
+            Some(unsafe { x86_avx2_kquants::q4_k_gemm_kernel() })
+        }
+        _ => None,
+    }
+}
+
 /// The batched kernel of weight type `ty` for the table of `isa` whose results equal `order`'s
 /// per-pair function bit for bit, if there is one.
 pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel> {
     match order {
         Order::VecDot => vec_dot_kernel(isa, ty),
-        #[cfg(target_arch = "x86_64")]
-        Order::Q4KGemm if ty == GgmlType::Q4_K && isa == Isa::Avx512 && isa.is_available() => {
-            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
-            Some(unsafe { x86_avx512_kquants::q4_k_gemm_kernel() })
-        }
+        Order::Q4KGemm if ty == GgmlType::Q4_K => q4_k_gemm_kernel(isa, 8),
         #[cfg(target_arch = "x86_64")]
         Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx512 && isa.is_available() => {
-            // SAFETY: as above.
+            // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
             Some(unsafe { x86_avx512_kquants::q6_k_tiled_kernel() })
         }
         #[cfg(target_arch = "x86_64")]
-        Order::Q4KGemm if ty == GgmlType::Q4_K && isa == Isa::Avx2 && isa.is_available() => {
-            // SAFETY: this CPU has every feature of the AVX2 table (checked just above).
-            Some(unsafe { x86_avx2_kquants::q4_k_gemm_kernel() })
-        }
-        #[cfg(target_arch = "x86_64")]
         Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx2 && isa.is_available() => {
-            // SAFETY: as above.
+            // SAFETY: this CPU has every feature of the AVX2 table (checked just above).
             Some(unsafe { x86_avx2_kquants::q6_k_tiled_kernel() })
         }
         _ => None,
@@ -272,30 +287,28 @@ pub(super) mod tests {
         }
     }
 
-    /// The K-quant tiles equal `repack.rs`'s per-pair functions bit for bit.
+    /// The K-quant tiles (Q4_K's of 8 and 4 tokens) equal `repack.rs`'s per-pair functions bit
+    /// for bit; some weight bytes forced to their nibble ends and 6-bit scale and min extremes.
     #[test]
     fn k_quant_tiles_equal_repack_order_bit_for_bit() {
         use crate::kernels::repack;
         let mut seed = 0x2545_f491u32;
-        let cases: [(GgmlType, Order, crate::kernels::VecDot); 2] = [
-            (
-                GgmlType::Q4_K,
-                Order::Q4KGemm,
-                repack::vec_dot_q4_k_q8_k_gemm,
-            ),
-            (
-                GgmlType::Q6_K,
-                Order::Q6KTiled,
-                repack::vec_dot_q6_k_q8_k_tiled,
-            ),
-        ];
         let mut checked = 0;
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
-            for (ty, order, per_pair) in cases {
-                let Some(g) = kernel(isa, ty, order) else {
+            let cases = [
+                (GgmlType::Q4_K, q4_k_gemm_kernel(isa, 8)),
+                (GgmlType::Q4_K, q4_k_gemm_kernel(isa, 4)),
+                (GgmlType::Q6_K, kernel(isa, GgmlType::Q6_K, Order::Q6KTiled)),
+            ];
+            for (ty, g) in cases {
+                let Some(g) = g else {
                     continue;
                 };
-                for blocks in [1usize, 2, 3] {
+                let per_pair: crate::kernels::VecDot = match ty {
+                    GgmlType::Q4_K => repack::vec_dot_q4_k_q8_k_gemm,
+                    _ => repack::vec_dot_q6_k_q8_k_tiled,
+                };
+                for blocks in [1usize, 2, 3, 5] {
                     let n = 256 * blocks;
                     let wb = ty.row_bytes(n as u64).unwrap() as usize;
                     let ab = GgmlType::Q8_K.row_bytes(n as u64).unwrap() as usize;
@@ -303,7 +316,17 @@ pub(super) mod tests {
                     let mut w = vec![0u8; ws * g.rows];
                     for r in 0..g.rows {
                         let x = values(&mut seed, n);
-                        quantize_row(ty, &x, &mut w[r * ws..r * ws + wb], None).unwrap();
+                        let row = &mut w[r * ws..r * ws + wb];
+                        quantize_row(ty, &x, row, None).unwrap();
+                        if ty == GgmlType::Q4_K {
+                            // Block r % blocks: a quant byte of nibbles 0 / 15, and the packed
+                            // scales all ones (every 6-bit scale and min 63) in every third row.
+                            let blk = 144 * (r % blocks);
+                            row[blk + 16 + 5 * r % 128] = if r % 2 == 0 { 0x0F } else { 0xF0 };
+                            if r % 3 == 0 {
+                                row[blk + 4..blk + 16].fill(0xFF);
+                            }
+                        }
                     }
                     let mut a = vec![0u8; as_ * g.tokens];
                     for t in 0..g.tokens {
@@ -321,7 +344,9 @@ pub(super) mod tests {
                             assert_eq!(
                                 got.to_bits(),
                                 want.to_bits(),
-                                "{isa} {ty} {blocks} blocks, row {r} token {tok}: {got} vs {want}"
+                                "{isa} {ty} {}x{} {blocks} blocks, row {r} token {tok}: {got} vs {want}",
+                                g.rows,
+                                g.tokens
                             );
                             checked += 1;
                         }
@@ -336,38 +361,53 @@ pub(super) mod tests {
 
     /// Through `matmul` (tiles, partial tiles and tails on 1–3 threads), a repacked Q4_K matrix
     /// gives the gemm order for the tokens in whole groups of four and the gemv order for the
-    /// rest, and Q6_K from 8 tokens the tiled order — bit for bit.
+    /// rest (row counts a multiple of 16 or only of 8, token counts taking the 8- or the
+    /// 4-token tile), and Q6_K from 8 tokens the tiled order — bit for bit.
     #[test]
     fn matmul_keeps_the_k_quant_orders() {
         use crate::kernels::{matmul, repack, WeightMatrix};
         let mut seed = 0x1357_9bdfu32;
-        let (cols, n_tokens) = (512, 11);
-        for (ty, rows) in [(GgmlType::Q4_K, 24), (GgmlType::Q6_K, 13)] {
+        let cols = 512;
+        for (ty, rows) in [
+            (GgmlType::Q4_K, 24),
+            (GgmlType::Q4_K, 48),
+            (GgmlType::Q6_K, 13),
+        ] {
             let wb = ty.row_bytes(cols as u64).unwrap() as usize;
             let mut w = vec![0u8; wb * rows];
             for row in w.chunks_exact_mut(wb) {
                 quantize_row(ty, &values(&mut seed, cols), row, None).unwrap();
             }
-            let x = values(&mut seed, cols * n_tokens);
-            let ab = GgmlType::Q8_K.row_bytes(cols as u64).unwrap() as usize;
-            let mut a = vec![0u8; ab * n_tokens];
-            quantize_activations(GgmlType::Q8_K, &x, cols, &mut a).unwrap();
             let wm = WeightMatrix::new("t", ty, rows, cols, &w).unwrap();
             let scalar = crate::kernels::active_isa() == "scalar";
-            for threads in 1..=3 {
-                let mut out = vec![f32::NAN; rows * n_tokens];
-                matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
-                for t in 0..n_tokens {
-                    for r in 0..rows {
-                        let per_pair: crate::kernels::VecDot = match ty {
-                            _ if scalar => crate::kernels::kernels(ty).unwrap().vec_dot,
-                            GgmlType::Q4_K if t < 8 => repack::vec_dot_q4_k_q8_k_gemm,
-                            GgmlType::Q4_K => repack::vec_dot_q4_k_q8_k_gemv,
-                            _ => repack::vec_dot_q6_k_q8_k_tiled,
-                        };
-                        let want = per_pair(cols, wm.row(r).unwrap(), &a[t * ab..(t + 1) * ab]);
-                        let got = out[t * rows + r];
-                        assert_eq!(got.to_bits(), want.to_bits(), "{ty} [t {t}][r {r}]");
+            for n_tokens in [4usize, 11, 13, 21, 36] {
+                let until = n_tokens - n_tokens % 4;
+                let x = values(&mut seed, cols * n_tokens);
+                let ab = GgmlType::Q8_K.row_bytes(cols as u64).unwrap() as usize;
+                let mut a = vec![0u8; ab * n_tokens];
+                quantize_activations(GgmlType::Q8_K, &x, cols, &mut a).unwrap();
+                for threads in 1..=3 {
+                    let mut out = vec![f32::NAN; rows * n_tokens];
+                    matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
+                    for t in 0..n_tokens {
+                        for r in 0..rows {
+                            let per_pair: crate::kernels::VecDot = match ty {
+                                _ if scalar => crate::kernels::kernels(ty).unwrap().vec_dot,
+                                GgmlType::Q4_K if t < until => repack::vec_dot_q4_k_q8_k_gemm,
+                                GgmlType::Q4_K => repack::vec_dot_q4_k_q8_k_gemv,
+                                _ if n_tokens < repack::TILED_MIN_BATCH => {
+                                    crate::kernels::kernels(ty).unwrap().vec_dot
+                                }
+                                _ => repack::vec_dot_q6_k_q8_k_tiled,
+                            };
+                            let want = per_pair(cols, wm.row(r).unwrap(), &a[t * ab..(t + 1) * ab]);
+                            let got = out[t * rows + r];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{ty} {rows} rows, {n_tokens} tokens on {threads}: [t {t}][r {r}]"
+                            );
+                        }
                     }
                 }
             }

@@ -1,10 +1,7 @@
 //! AVX-512 tiles (4 rows × 4 tokens) for the K-quant orders ggml's x86 build uses on batches,
-//! bit-identical to the per-pair functions of `repack.rs`:
+//! bit-identical to the per-pair functions of `repack.rs` (Q4_K's gemm order has its own tile,
+//! `x86_avx512_q4_k.rs`):
 //!
-//! - Q4_K in the `ggml_gemm_q4_K_8x8_q8_K` order (`repack::vec_dot_q4_k_q8_k_gemm`): per pair
-//!   of sub-blocks (64 elements), the exact integer sums `isum = Σ sc · Σ q · a` and
-//!   `imin = Σ m · bsums`, then `acc = fma(isum, d_w · d_a, acc)` and
-//!   `acc_min = fma(imin, dmin_w · d_a, acc_min)`; the result is `acc − acc_min`.
 //! - Q6_K in the tiled order (`repack::vec_dot_q6_k_q8_k_tiled`): per super-block the exact
 //!   `isum = Σ sc · Σ (q − 32) · a`, then `acc = fma(isum · d_w, d_a, acc)`.
 //!
@@ -15,8 +12,7 @@
 //! scalar operations of `repack.rs`.
 
 use super::GemmKernel;
-use crate::kernels::scalar::k_scales_mins;
-use crate::kernels::x86_avx2::{load256, Q4K, Q6K, Q8K, Q8K_BSUMS, Q8K_QS};
+use crate::kernels::x86_avx2::{load256, Q6K, Q8K, Q8K_BSUMS, Q8K_QS};
 use core::arch::x86_64::*;
 use ggml_compat::quant::float::fp16_to_fp32 as h;
 use ggml_compat::QK_K;
@@ -76,63 +72,6 @@ fn lanes(v: __m128) -> [f32; 4] {
     // SAFETY: `o` is 16 writable bytes; the store is unaligned.
     unsafe { _mm_storeu_ps(o.as_mut_ptr(), v) };
     o
-}
-
-/// Q4_K · Q8_K in the gemm order; see [`GemmKernel`] for the arguments.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn tile_q4_k_gemm(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
-    let mut acc = [_mm_setzero_ps(); R];
-    let mut acc_min = [_mm_setzero_ps(); R];
-    let low = _mm512_set1_epi8(0xF);
-    for b in 0..n / QK_K {
-        let y = |t: usize| t * as_ + b * Q8K;
-        let d_tok = token_d(&y, a);
-        // Per chunk k (sub-blocks 2k, 2k + 1), the tokens' bsum pair sums as i16 pairs:
-        // [P_t0(2k), P_t0(2k+1), P_t1(2k), …], P(s) = bsums[2s] + bsums[2s+1] (|P| ≤ 4096).
-        let mut pairs = [[0i16; 8]; 4];
-        for t in 0..T {
-            let bs = &a[y(t) + Q8K_BSUMS..][..32];
-            let bsum = |i: usize| i16::from_le_bytes([bs[2 * i], bs[2 * i + 1]]);
-            for s in 0..8 {
-                pairs[s / 2][2 * t + s % 2] = bsum(2 * s) + bsum(2 * s + 1);
-            }
-        }
-        for (r, (acc, acc_min)) in acc.iter_mut().zip(&mut acc_min).enumerate() {
-            let x = &w[r * ws + b * Q4K..][..Q4K];
-            let (scales, mins) = k_scales_mins(x[4..16].try_into().unwrap());
-            let d_w = _mm_mul_ps(
-                _mm_set1_ps(h(half::f16::from_le_bytes([x[0], x[1]]))),
-                d_tok,
-            );
-            let dmin_w = _mm_mul_ps(
-                _mm_set1_ps(h(half::f16::from_le_bytes([x[2], x[3]]))),
-                d_tok,
-            );
-            for k in 0..4 {
-                let q = load256(&x[16 + 32 * k..]);
-                let u =
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q), _mm256_srli_epi16::<4>(q));
-                let u = _mm512_and_si512(u, low);
-                let sc = _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(_mm256_set1_epi16(scales[2 * k] as i16)),
-                    _mm256_set1_epi16(scales[2 * k + 1] as i16),
-                );
-                let dots: [__m512i; T] = std::array::from_fn(|t| {
-                    let qa = load512(&a[y(t) + Q8K_QS + 64 * k..]);
-                    _mm512_madd_epi16(_mm512_maddubs_epi16(u, qa), sc)
-                });
-                let isum = reduce4(dots);
-                let m = (mins[2 * k] as i32) | ((mins[2 * k + 1] as i32) << 16);
-                // SAFETY: `pairs[k]` is 16 readable bytes; the load is unaligned.
-                let p = unsafe { _mm_loadu_si128(pairs[k].as_ptr().cast()) };
-                let imin = _mm_madd_epi16(p, _mm_set1_epi32(m));
-                *acc = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), d_w, *acc);
-                *acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(imin), dmin_w, *acc_min);
-            }
-        }
-    }
-    let res: [[f32; 4]; R] = std::array::from_fn(|r| lanes(_mm_sub_ps(acc[r], acc_min[r])));
-    store(&res, out);
 }
 
 /// Q6_K · Q8_K in the tiled order; see [`GemmKernel`] for the arguments.
@@ -228,34 +167,17 @@ fn tile_q6_k_tiled(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mu
     store(&res, out);
 }
 
-fn q4_k_gemm(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
+fn q6_k_tiled(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
     // SAFETY: reachable only through `kernel()`, whose caller guarantees the CPU has
     // avx512f/bw/vl/vnni, avx2, fma and f16c.
-    unsafe { tile_q4_k_gemm(n, w, ws, a, as_, out) }
-}
-
-fn q6_k_tiled(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
-    // SAFETY: as in `q4_k_gemm`.
     unsafe { tile_q6_k_tiled(n, w, ws, a, as_, out) }
-}
-
-/// The tile for the Q4_K gemm order.
-///
-/// # Safety
-/// The returned function executes AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C instructions: call
-/// only on a CPU that has them.
-pub(super) unsafe fn q4_k_gemm_kernel() -> GemmKernel {
-    GemmKernel {
-        rows: R,
-        tokens: T,
-        run: q4_k_gemm,
-    }
 }
 
 /// The tile for the Q6_K tiled order.
 ///
 /// # Safety
-/// As [`q4_k_gemm_kernel`].
+/// The returned function executes AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C instructions: call
+/// only on a CPU that has them.
 pub(super) unsafe fn q6_k_tiled_kernel() -> GemmKernel {
     GemmKernel {
         rows: R,
