@@ -95,24 +95,29 @@ pub(super) fn q4_0_repack_kernel(isa: Isa, n_tokens: usize) -> Option<GemmKernel
 }
 
 /// The tile for ggml's repacked Q4_K gemm order (`repack::vec_dot_q4_k_q8_k_gemm`) on the table
-/// of `isa`, for products whose tokens before `until` take that order (a multiple of four; the
-/// rest take the gemv order), if there is one. AVX-512: 16 rows × 8 tokens when `until` is a
-/// multiple of 8, else × 4 (so no group of four is left to the per-pair function); AVX2: 4 × 4.
-pub(super) fn q4_k_gemm_kernel(isa: Isa, until: usize) -> Option<GemmKernel> {
+/// of `isa`, for a matrix of `rows` rows whose tokens before `until` take that order (a multiple
+/// of four; the rest take the gemv order), if there is one. AVX-512: 16 rows × 8 tokens when
+/// `until` is a multiple of 8, else × 4 (so no group of four is left to the per-pair function);
+/// AVX2: 4 × 4 — also on AVX-512 CPUs for matrices whose rows are not a multiple of 16, so that
+/// no rows are left to the (far slower) per-pair function.
+pub(super) fn q4_k_gemm_kernel(isa: Isa, rows: usize, until: usize) -> Option<GemmKernel> {
     match isa {
         _ if until < 4 => None,
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if isa.is_available() => {
+        Isa::Avx512 if isa.is_available() && rows.is_multiple_of(16) => {
             let tokens = if until.is_multiple_of(8) { 8 } else { 4 };
             // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
             Some(unsafe { x86_avx512_q4_k::kernel(tokens) })
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_available() => {
+        Isa::Avx512 | Isa::Avx2 if Isa::Avx2.is_available() => {
             // SAFETY: this CPU has every feature of the AVX2 table (checked just above).
             Some(unsafe { x86_avx2_kquants::q4_k_gemm_kernel() })
         }
-        _ => None,
+        _ => {
+            let _ = rows;
+            None
+        }
     }
 }
 
@@ -121,7 +126,7 @@ pub(super) fn q4_k_gemm_kernel(isa: Isa, until: usize) -> Option<GemmKernel> {
 pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel> {
     match order {
         Order::VecDot => vec_dot_kernel(isa, ty),
-        Order::Q4KGemm if ty == GgmlType::Q4_K => q4_k_gemm_kernel(isa, 8),
+        Order::Q4KGemm if ty == GgmlType::Q4_K => q4_k_gemm_kernel(isa, 16, 8),
         #[cfg(target_arch = "x86_64")]
         Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx512 && isa.is_available() => {
             // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
@@ -296,8 +301,8 @@ pub(super) mod tests {
         let mut checked = 0;
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             let cases = [
-                (GgmlType::Q4_K, q4_k_gemm_kernel(isa, 8)),
-                (GgmlType::Q4_K, q4_k_gemm_kernel(isa, 4)),
+                (GgmlType::Q4_K, q4_k_gemm_kernel(isa, 16, 8)),
+                (GgmlType::Q4_K, q4_k_gemm_kernel(isa, 16, 4)),
                 (GgmlType::Q6_K, kernel(isa, GgmlType::Q6_K, Order::Q6KTiled)),
             ];
             for (ty, g) in cases {
