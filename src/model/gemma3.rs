@@ -31,8 +31,8 @@ pub(super) fn layer(
         .k_norm
         .as_deref()
         .expect("gemma3 loader requires attn_k_norm");
-    ops::rms_norm_chunks(&mut buf.q, q_norm, c.rms_eps);
-    ops::rms_norm_chunks(&mut buf.k, k_norm, c.rms_eps);
+    m.norm_chunks(&mut buf.q, q_norm);
+    m.norm_chunks(&mut buf.k, k_norm);
     dump("Qcur_normed", il, &buf.q);
     dump("Kcur_normed", il, &buf.k);
     m.rope(il, buf, n, pos0);
@@ -49,7 +49,7 @@ pub(super) fn layer(
         .expect("gemma3 loader requires post_attention_norm");
     dump("kqv_out", il, &buf.attn);
     dump("attn_out", il, &buf.o);
-    ops::rms_norm_chunks(&mut buf.o, post_attn, c.rms_eps);
+    m.norm_chunks(&mut buf.o, post_attn);
     dump("attn_post_norm", il, &buf.o);
     ops::add_assign(&mut buf.x, &buf.o);
     dump("sa_out", il, &buf.x);
@@ -60,7 +60,7 @@ pub(super) fn layer(
         .post_ffn_norm
         .as_deref()
         .expect("gemma3 loader requires post_ffw_norm");
-    ops::rms_norm_chunks(&mut buf.o, post_ffn, c.rms_eps);
+    m.norm_chunks(&mut buf.o, post_ffn);
     dump("ffn_post_norm", il, &buf.o);
     ops::add_assign(&mut buf.x, &buf.o);
     dump("l_out", il, &buf.x);

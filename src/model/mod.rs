@@ -367,21 +367,18 @@ impl Model {
             return; // nothing rotates
         }
         let table = buf.rope.get(&rope, pos0..pos0 + n, freqs);
-        for (t, cs) in table.chunks_exact(rope.n_rot).enumerate() {
-            ops::rope_apply(
-                rope.kind,
-                rope.n_rot,
-                c.head_dim,
-                cs,
-                &mut buf.q[t * qw..][..qw],
-            );
-            ops::rope_apply(
-                rope.kind,
-                rope.n_rot,
-                c.head_dim,
-                cs,
-                &mut buf.k[t * kw..][..kw],
-            );
+        // Token t rotates by its own angles (row t of `table`); tokens shared among the threads.
+        let (kind, n_rot, hd) = (rope.kind, rope.n_rot, c.head_dim);
+        for (x, width) in [(&mut buf.q[..n * qw], qw), (&mut buf.k[..n * kw], kw)] {
+            let f = |t0: usize, run: &mut [f32]| {
+                for (x, cs) in run
+                    .chunks_exact_mut(width)
+                    .zip(table.chunks_exact(n_rot).skip(t0))
+                {
+                    ops::rope_apply(kind, n_rot, hd, cs, x);
+                }
+            };
+            ops::par_rows_mut(&self.pool, x, width, &f);
         }
     }
 
@@ -443,12 +440,24 @@ impl Model {
         Ok(())
     }
 
-    /// `buf.xn[t] = rms_norm(src[t]) * w` for each of `n` rows.
+    /// `buf.xn[t] = rms_norm(src[t]) * w` for each of `n` rows, the rows shared among the
+    /// pool's threads.
     fn norm_rows(&self, src: &[f32], w: &[f32], dst: &mut [f32], n: usize) {
-        let d = w.len();
-        for (s, o) in src.chunks_exact(d).zip(dst.chunks_exact_mut(d)).take(n) {
-            ops::rms_norm(s, w, self.config.rms_eps, o);
-        }
+        let (d, eps) = (w.len(), self.config.rms_eps);
+        let f = |o: &mut [f32], s: &[f32]| {
+            for (s, o) in s.chunks_exact(d).zip(o.chunks_exact_mut(d)) {
+                ops::rms_norm(s, w, eps, o);
+            }
+        };
+        ops::par_rows(&self.pool, &mut dst[..n * d], &src[..n * d], d, &f);
+    }
+
+    /// In-place [`ops::rms_norm_chunks`] of `x` (per-head q/k norms, gemma3's post-norms), the
+    /// rows shared among the pool's threads.
+    fn norm_chunks(&self, x: &mut [f32], w: &[f32]) {
+        let eps = self.config.rms_eps;
+        let f = |_: usize, run: &mut [f32]| ops::rms_norm_chunks(run, w, eps);
+        ops::par_rows_mut(&self.pool, x, w.len(), &f);
     }
 }
 

@@ -168,6 +168,29 @@ pub fn par_rows(
     });
 }
 
+/// `f(first_row, rows)` over runs of whole rows of `row` elements of `x`, shared among the
+/// threads of `par` for large batches as [`par_rows`] shares them (`first_row` is the index of
+/// the run's first row). Each row is computed as one call over everything would compute it.
+pub fn par_rows_mut(
+    par: &(impl Parallel + ?Sized),
+    x: &mut [f32],
+    row: usize,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    let threads = par.threads();
+    if threads <= 1 || x.len() < PAR_GATE_MIN || row == 0 {
+        return f(0, x);
+    }
+    let rows = x.len().div_ceil(row);
+    let run_rows = rows.div_ceil(4 * threads).max(1);
+    let runs: Vec<Mutex<&mut [f32]>> = x.chunks_mut(run_rows * row).map(Mutex::new).collect();
+    par.run(runs.len(), &|i| {
+        // Each index is handed out once, so the lock is never contended.
+        let mut guard = runs[i].lock().unwrap_or_else(|e| e.into_inner());
+        f(i * run_rows, &mut guard);
+    });
+}
+
 /// `gate = silu(gate) * up` — ggml `swiglu` ([`vmath::swiglu_row`]), row by row: the vector
 /// body restarts at each row of `row` elements.
 pub fn swiglu(gate: &mut [f32], up: &[f32], row: usize) {
