@@ -28,6 +28,8 @@ mod x86_avx512_q4_0;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_q5_0;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_q6_k;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_q8_0;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86_avx512_tq2;
@@ -107,7 +109,7 @@ pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel>
         #[cfg(target_arch = "x86_64")]
         Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx512 && isa.is_available() => {
             // SAFETY: as above.
-            Some(unsafe { x86_avx512_kquants::q6_k_tiled_kernel() })
+            Some(unsafe { x86_avx512_q6_k::kernel() })
         }
         #[cfg(target_arch = "x86_64")]
         Order::Q4KGemm if ty == GgmlType::Q4_K && isa == Isa::Avx2 && isa.is_available() => {
@@ -279,6 +281,37 @@ pub(super) mod tests {
         }
     }
 
+    /// Pushes some of the Q6_K row `r`'s values to the ends of their ranges: one sub-block's
+    /// codes all 63 or all 0 (its `ql`, `qh` bytes 0xFF or 0x00), and scales −128 and 127.
+    fn q6_k_extremes(row: &mut [u8], r: usize) {
+        for blk in row.chunks_exact_mut(210) {
+            let fill = if r % 2 == 0 { 0xFF } else { 0x00 };
+            // Elements 16 (r % 2) ..+ 16: ql[16 (r % 2)..], qh[16 (r % 2)..] of the first half.
+            let l = 16 * (r % 2);
+            blk[l..l + 16].fill(fill);
+            blk[128 + l..128 + l + 16].fill(fill);
+            blk[192 + r % 16] = 0x80;
+            blk[192 + (r + 5) % 16] = 0x7F;
+        }
+    }
+
+    /// Sets some of the Q8_K row of token `t` to −128 and 127 (Q8_K keeps −128 for a block's
+    /// largest magnitude) and its `bsums` to match.
+    fn q8_k_extremes(row: &mut [u8], t: usize) {
+        for blk in row.chunks_exact_mut(292) {
+            for i in 0..16 {
+                blk[4 + 16 * (t % 16) + i] = if (i + t) % 3 == 0 { 0x7F } else { 0x80 };
+            }
+            for s in 0..16 {
+                let sum: i16 = blk[4 + 16 * s..4 + 16 * s + 16]
+                    .iter()
+                    .map(|&q| q as i8 as i16)
+                    .sum();
+                blk[260 + 2 * s..262 + 2 * s].copy_from_slice(&sum.to_le_bytes());
+            }
+        }
+    }
+
     /// The K-quant tiles equal `repack.rs`'s per-pair functions bit for bit.
     #[test]
     fn k_quant_tiles_equal_repack_order_bit_for_bit() {
@@ -302,7 +335,7 @@ pub(super) mod tests {
                 let Some(g) = kernel(isa, ty, order) else {
                     continue;
                 };
-                for blocks in [1usize, 2, 3] {
+                for blocks in [1usize, 2, 3, 8] {
                     let n = 256 * blocks;
                     let wb = ty.row_bytes(n as u64).unwrap() as usize;
                     let ab = GgmlType::Q8_K.row_bytes(n as u64).unwrap() as usize;
@@ -311,12 +344,16 @@ pub(super) mod tests {
                     for r in 0..g.rows {
                         let x = values(&mut seed, n);
                         quantize_row(ty, &x, &mut w[r * ws..r * ws + wb], None).unwrap();
+                        if ty == GgmlType::Q6_K {
+                            q6_k_extremes(&mut w[r * ws..r * ws + wb], r);
+                        }
                     }
                     let mut a = vec![0u8; as_ * g.tokens];
                     for t in 0..g.tokens {
                         let x = values(&mut seed, n);
                         let dst = &mut a[t * as_..t * as_ + ab];
                         quantize_activations(GgmlType::Q8_K, &x, n, dst).unwrap();
+                        q8_k_extremes(dst, t);
                     }
                     let mut out = vec![f32::NAN; g.rows * g.tokens];
                     (g.run)(n, &w, ws, &a, as_, &mut out);
@@ -348,8 +385,15 @@ pub(super) mod tests {
     fn matmul_keeps_the_k_quant_orders() {
         use crate::kernels::{matmul, repack, WeightMatrix};
         let mut seed = 0x1357_9bdfu32;
-        let (cols, n_tokens) = (512, 11);
-        for (ty, rows) in [(GgmlType::Q4_K, 24), (GgmlType::Q6_K, 13)] {
+        let cols = 512;
+        // Q6_K: whole 16 × 8 tiles, rows and tokens left over, a batch of exactly 8.
+        for (ty, rows, n_tokens) in [
+            (GgmlType::Q4_K, 24, 11),
+            (GgmlType::Q6_K, 13, 11),
+            (GgmlType::Q6_K, 37, 8),
+            (GgmlType::Q6_K, 37, 27),
+            (GgmlType::Q6_K, 48, 16),
+        ] {
             let wb = ty.row_bytes(cols as u64).unwrap() as usize;
             let mut w = vec![0u8; wb * rows];
             for row in w.chunks_exact_mut(wb) {
