@@ -285,7 +285,7 @@ pub(super) mod tests {
     /// codes all 63 or all 0 (its `ql`, `qh` bytes 0xFF or 0x00), and scales −128 and 127.
     fn q6_k_extremes(row: &mut [u8], r: usize) {
         for blk in row.chunks_exact_mut(210) {
-            let fill = if r % 2 == 0 { 0xFF } else { 0x00 };
+            let fill = if r.is_multiple_of(2) { 0xFF } else { 0x00 };
             // Elements 16 (r % 2) ..+ 16: ql[16 (r % 2)..], qh[16 (r % 2)..] of the first half.
             let l = 16 * (r % 2);
             blk[l..l + 16].fill(fill);
@@ -300,7 +300,11 @@ pub(super) mod tests {
     fn q8_k_extremes(row: &mut [u8], t: usize) {
         for blk in row.chunks_exact_mut(292) {
             for i in 0..16 {
-                blk[4 + 16 * (t % 16) + i] = if (i + t) % 3 == 0 { 0x7F } else { 0x80 };
+                blk[4 + 16 * (t % 16) + i] = if (i + t).is_multiple_of(3) {
+                    0x7F
+                } else {
+                    0x80
+                };
             }
             for s in 0..16 {
                 let sum: i16 = blk[4 + 16 * s..4 + 16 * s + 16]
