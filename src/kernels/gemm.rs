@@ -59,7 +59,7 @@ pub(super) type TileFn =
 
 impl GemmKernel {
     /// The most outputs (`rows × tokens`) a tile has.
-    pub const MAX_OUT: usize = 128;
+    pub const MAX_OUT: usize = 256;
 }
 
 /// Which per-pair function a tile must reproduce.
@@ -97,8 +97,8 @@ pub(super) fn q4_0_repack_kernel(isa: Isa, n_tokens: usize) -> Option<GemmKernel
 }
 
 /// The batched kernel of weight type `ty` for the table of `isa` whose results equal `order`'s
-/// per-pair function bit for bit, if there is one.
-pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel> {
+/// per-pair function bit for bit, shaped for a product of `n_tokens` tokens, if there is one.
+pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order, n_tokens: usize) -> Option<GemmKernel> {
     match order {
         Order::VecDot => vec_dot_kernel(isa, ty),
         #[cfg(target_arch = "x86_64")]
@@ -109,7 +109,7 @@ pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel>
         #[cfg(target_arch = "x86_64")]
         Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx512 && isa.is_available() => {
             // SAFETY: as above.
-            Some(unsafe { x86_avx512_q6_k::kernel() })
+            Some(unsafe { x86_avx512_q6_k::kernel(n_tokens) })
         }
         #[cfg(target_arch = "x86_64")]
         Order::Q4KGemm if ty == GgmlType::Q4_K && isa == Isa::Avx2 && isa.is_available() => {
@@ -222,7 +222,7 @@ pub(super) mod tests {
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             let t = table(isa).unwrap();
             for ty in crate::kernels::supported_types() {
-                let Some(g) = kernel(isa, ty, Order::VecDot) else {
+                let Some(g) = kernel(isa, ty, Order::VecDot, 64) else {
                     continue;
                 };
                 let k = t.get(ty).unwrap();
@@ -335,8 +335,11 @@ pub(super) mod tests {
         ];
         let mut checked = 0;
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
-            for (ty, order, per_pair) in cases {
-                let Some(g) = kernel(isa, ty, order) else {
+            // The tiles for 8..15 and for 16 tokens.
+            for ((ty, order, per_pair), n_tokens) in
+                cases.into_iter().flat_map(|c| [(c, 8), (c, 16)])
+            {
+                let Some(g) = kernel(isa, ty, order, n_tokens) else {
                     continue;
                 };
                 for blocks in [1usize, 2, 3, 8] {
@@ -384,19 +387,22 @@ pub(super) mod tests {
 
     /// Through `matmul` (tiles, partial tiles and tails on 1–3 threads), a repacked Q4_K matrix
     /// gives the gemm order for the tokens in whole groups of four and the gemv order for the
-    /// rest, and Q6_K from 8 tokens the tiled order — bit for bit.
+    /// rest, and Q6_K from 8 tokens the tiled order (16-row tiles of 8 or 16 tokens and the
+    /// per-pair function around them) — bit for bit.
     #[test]
     fn matmul_keeps_the_k_quant_orders() {
         use crate::kernels::{matmul, repack, WeightMatrix};
         let mut seed = 0x1357_9bdfu32;
         let cols = 512;
-        // Q6_K: whole 16 × 8 tiles, rows and tokens left over, a batch of exactly 8.
+        // Q6_K: 16-row tiles of 8 tokens (a last chunk of 8..15) and of 16 (of 0..7), rows and
+        // tokens left over, fewer rows than a tile.
         for (ty, rows, n_tokens) in [
             (GgmlType::Q4_K, 24, 11),
             (GgmlType::Q6_K, 13, 11),
             (GgmlType::Q6_K, 37, 8),
             (GgmlType::Q6_K, 37, 27),
             (GgmlType::Q6_K, 48, 16),
+            (GgmlType::Q6_K, 37, 35),
         ] {
             let wb = ty.row_bytes(cols as u64).unwrap() as usize;
             let mut w = vec![0u8; wb * rows];
