@@ -149,10 +149,10 @@ unsafe fn bcast4(p: *const u8) -> __m512i {
 }
 
 /// Adds 8 tokens' products with the 16 unpacked rows of one super-block to `acc` (token t's
-/// block at `y(t)`).
+/// block at `y[t]`).
 ///
 /// # Safety
-/// `y(t)` must point to a readable Q8_K block for every `t < 8`.
+/// Each `y[t]` must point to a readable Q8_K block.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn group(
@@ -160,7 +160,7 @@ unsafe fn group(
     sc: &[__m512i; 16],
     corr: &[__m512i; 8],
     d_w: __m512,
-    y: impl Fn(usize) -> *const u8,
+    y: [*const u8; 8],
     acc: &mut [__m512; 8],
 ) {
     // Token t's bsums as the i16 pairs of `corr`: in each 128-bit lane the dwords
@@ -173,7 +173,7 @@ unsafe fn group(
     let mut isum: [__m512i; 8] = std::array::from_fn(|t| {
         // SAFETY: token t's block (caller); unaligned reads and store.
         unsafe {
-            let bs = _mm256_loadu_si256(y(t).add(Q8K_BSUMS).cast());
+            let bs = _mm256_loadu_si256(y[t].add(Q8K_BSUMS).cast());
             let p = _mm256_shuffle_epi8(bs, pair_order);
             _mm256_storeu_si256(pairs[t].as_mut_ptr().cast(), p);
         }
@@ -187,7 +187,7 @@ unsafe fn group(
         let c = &codes[4 * s..4 * s + 4];
         for (t, isum) in isum.iter_mut().enumerate() {
             // SAFETY: the 16 bytes of sub-block s of token t's quants (caller).
-            let q = unsafe { y(t).add(Q8K_QS + 16 * s) };
+            let q = unsafe { y[t].add(Q8K_QS + 16 * s) };
             let mut dot = _mm512_setzero_si512();
             for (j, &c) in c.iter().enumerate() {
                 // SAFETY: as above.
@@ -198,7 +198,7 @@ unsafe fn group(
     }
     for (t, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
         // SAFETY: the f32 `d` of token t's block (caller); unaligned read.
-        let d_a = unsafe { y(t).cast::<f32>().read_unaligned() };
+        let d_a = unsafe { y[t].cast::<f32>().read_unaligned() };
         let x = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), d_w);
         *acc = _mm512_fmadd_ps(x, _mm512_set1_ps(d_a), *acc);
     }
@@ -236,17 +236,9 @@ fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out
         // SAFETY: see above (the pointer to token t's block b).
         let y = |t: usize| unsafe { ap.add(t * as_ + b * Q8K) };
         for (g, acc) in acc.chunks_exact_mut(8).enumerate() {
+            let ys = std::array::from_fn(|t| y(8 * g + t));
             // SAFETY: tokens 8g..8g + 8 have block b (see above).
-            unsafe {
-                group(
-                    &codes,
-                    &sc,
-                    &corr,
-                    d_w,
-                    |t| y(8 * g + t),
-                    acc.try_into().unwrap(),
-                )
-            };
+            unsafe { group(&codes, &sc, &corr, d_w, ys, acc.try_into().unwrap()) };
         }
     }
     for (t, acc) in acc.iter().enumerate() {
