@@ -59,7 +59,7 @@ pub(super) type TileFn =
 
 impl GemmKernel {
     /// The most outputs (`rows × tokens`) a tile has.
-    pub const MAX_OUT: usize = 256;
+    pub const MAX_OUT: usize = 512;
 }
 
 /// Which per-pair function a tile must reproduce.
@@ -394,8 +394,8 @@ pub(super) mod tests {
         use crate::kernels::{matmul, repack, WeightMatrix};
         let mut seed = 0x1357_9bdfu32;
         let cols = 512;
-        // Q6_K: 16-row tiles of 8 tokens (a last chunk of 8..15) and of 16 (of 0..7), rows and
-        // tokens left over, fewer rows than a tile.
+        // Q6_K: 16-row tiles of 8, 16 and 32 tokens (chosen by the last chunk), rows and tokens
+        // left over, fewer rows than a tile.
         for (ty, rows, n_tokens) in [
             (GgmlType::Q4_K, 24, 11),
             (GgmlType::Q6_K, 13, 11),
@@ -403,6 +403,8 @@ pub(super) mod tests {
             (GgmlType::Q6_K, 37, 27),
             (GgmlType::Q6_K, 48, 16),
             (GgmlType::Q6_K, 37, 35),
+            (GgmlType::Q6_K, 40, 21),
+            (GgmlType::Q6_K, 32, 64),
         ] {
             let wb = ty.row_bytes(cols as u64).unwrap() as usize;
             let mut w = vec![0u8; wb * rows];

@@ -1,4 +1,4 @@
-//! AVX-512 VNNI tiles (16 rows × 16 or 8 tokens) for Q6_K in the order of ggml's tiled K-quant matmul,
+//! AVX-512 VNNI tiles (16 rows × 32, 16 or 8 tokens) for Q6_K in the order of ggml's tiled K-quant matmul,
 //! bit-identical to `repack::vec_dot_q6_k_q8_k_tiled`: per super-block the exact
 //! `isum = Σ sc · Σ (q − 32) · a`, then `acc = fma(isum · d_w, d_a, acc)`.
 //!
@@ -251,28 +251,36 @@ fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out
     }
 }
 
-fn gemm16(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
+fn gemm32(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
     // SAFETY: reachable only through `kernel()`, whose caller guarantees the CPU has
     // avx512f/bw/vl/vnni, avx2, fma and f16c.
+    unsafe { tile::<32>(n, w, ws, a, as_, out) }
+}
+
+fn gemm16(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
+    // SAFETY: as in `gemm32`.
     unsafe { tile::<16>(n, w, ws, a, as_, out) }
 }
 
 fn gemm8(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
-    // SAFETY: as in `gemm16`.
+    // SAFETY: as in `gemm32`.
     unsafe { tile::<8>(n, w, ws, a, as_, out) }
 }
 
 /// The tile for the Q6_K tiled order (`repack::vec_dot_q6_k_q8_k_tiled`, ggml's
-/// `ggml-cpu/tiled` matmul of Q6_K) for a product of `n_tokens` tokens, which `matmul` cuts
-/// into chunks of 16 tokens: 16 rows × 16 tokens (one unpacking for 16 tokens, 17% faster than
-/// two 8-token tiles), unless the last chunk has 8 to 15 tokens, which would then go without a
-/// tile — 16 rows × 8 tokens there.
+/// `ggml-cpu/tiled` matmul of Q6_K) for a product of `n_tokens` tokens: 16 rows × 32, 16 or 8
+/// tokens. `matmul` cuts the tokens into chunks of 16 or of the tile's width if wider, and a
+/// last chunk narrower than the tile goes without it; so the widest tile (one unpacking for the
+/// most tokens: 32 measured 13% faster than 16, 16 17% faster than 8) whose last chunk has
+/// fewer than 8 tokens — then exactly the `n_tokens % 8` an 8-token tile leaves too.
 ///
 /// # Safety
 /// The returned function executes AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C instructions: call
 /// only on a CPU that has them.
 pub(super) unsafe fn kernel(n_tokens: usize) -> GemmKernel {
-    let (tokens, run): (usize, super::TileFn) = if n_tokens % 16 < 8 {
+    let (tokens, run): (usize, super::TileFn) = if n_tokens % 32 < 8 {
+        (32, gemm32)
+    } else if n_tokens % 16 < 8 {
         (16, gemm16)
     } else {
         (8, gemm8)
