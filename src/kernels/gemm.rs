@@ -20,13 +20,13 @@ mod x86_avx2_q4_0;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_floats;
 #[cfg(target_arch = "x86_64")]
-mod x86_avx512_kquants;
-#[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_q4_0;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_q4_k;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_q6_k;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_q8_0;
 #[cfg(target_arch = "x86_64")]
@@ -57,7 +57,7 @@ pub(super) type TileFn =
 
 impl GemmKernel {
     /// The most outputs (`rows × tokens`) a tile has.
-    pub const MAX_OUT: usize = 128;
+    pub const MAX_OUT: usize = 512;
 }
 
 /// Which per-pair function a tile must reproduce.
@@ -122,15 +122,15 @@ pub(super) fn q4_k_gemm_kernel(isa: Isa, rows: usize, until: usize) -> Option<Ge
 }
 
 /// The batched kernel of weight type `ty` for the table of `isa` whose results equal `order`'s
-/// per-pair function bit for bit, if there is one.
-pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order) -> Option<GemmKernel> {
+/// per-pair function bit for bit, shaped for a product of `n_tokens` tokens, if there is one.
+pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order, n_tokens: usize) -> Option<GemmKernel> {
     match order {
         Order::VecDot => vec_dot_kernel(isa, ty),
         Order::Q4KGemm if ty == GgmlType::Q4_K => q4_k_gemm_kernel(isa, 16, 8),
         #[cfg(target_arch = "x86_64")]
         Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx512 && isa.is_available() => {
             // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
-            Some(unsafe { x86_avx512_kquants::q6_k_tiled_kernel() })
+            Some(unsafe { x86_avx512_q6_k::kernel(n_tokens) })
         }
         #[cfg(target_arch = "x86_64")]
         Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx2 && isa.is_available() => {
@@ -233,7 +233,7 @@ pub(super) mod tests {
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             let t = table(isa).unwrap();
             for ty in crate::kernels::supported_types() {
-                let Some(g) = kernel(isa, ty, Order::VecDot) else {
+                let Some(g) = kernel(isa, ty, Order::VecDot, 64) else {
                     continue;
                 };
                 let k = t.get(ty).unwrap();
@@ -292,18 +292,56 @@ pub(super) mod tests {
         }
     }
 
-    /// The K-quant tiles (Q4_K's of 8 and 4 tokens) equal `repack.rs`'s per-pair functions bit
-    /// for bit; some weight bytes forced to their nibble ends and 6-bit scale and min extremes.
+    /// Pushes some of the Q6_K row `r`'s values to the ends of their ranges: one sub-block's
+    /// codes all 63 or all 0 (its `ql`, `qh` bytes 0xFF or 0x00), and scales −128 and 127.
+    fn q6_k_extremes(row: &mut [u8], r: usize) {
+        for blk in row.chunks_exact_mut(210) {
+            let fill = if r.is_multiple_of(2) { 0xFF } else { 0x00 };
+            // Elements 16 (r % 2) ..+ 16: ql[16 (r % 2)..], qh[16 (r % 2)..] of the first half.
+            let l = 16 * (r % 2);
+            blk[l..l + 16].fill(fill);
+            blk[128 + l..128 + l + 16].fill(fill);
+            blk[192 + r % 16] = 0x80;
+            blk[192 + (r + 5) % 16] = 0x7F;
+        }
+    }
+
+    /// Sets some of the Q8_K row of token `t` to −128 and 127 (Q8_K keeps −128 for a block's
+    /// largest magnitude) and its `bsums` to match.
+    fn q8_k_extremes(row: &mut [u8], t: usize) {
+        for blk in row.chunks_exact_mut(292) {
+            for i in 0..16 {
+                blk[4 + 16 * (t % 16) + i] = if (i + t).is_multiple_of(3) {
+                    0x7F
+                } else {
+                    0x80
+                };
+            }
+            for s in 0..16 {
+                let sum: i16 = blk[4 + 16 * s..4 + 16 * s + 16]
+                    .iter()
+                    .map(|&q| q as i8 as i16)
+                    .sum();
+                blk[260 + 2 * s..262 + 2 * s].copy_from_slice(&sum.to_le_bytes());
+            }
+        }
+    }
+
+    /// The K-quant tiles (Q4_K's of 8 and 4 tokens, Q6_K's of 8, 16 and 32) equal `repack.rs`'s
+    /// per-pair functions bit for bit; weights and activations partly forced to their extremes.
     #[test]
     fn k_quant_tiles_equal_repack_order_bit_for_bit() {
         use crate::kernels::repack;
         let mut seed = 0x2545_f491u32;
         let mut checked = 0;
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            let q6 = |n_tokens| kernel(isa, GgmlType::Q6_K, Order::Q6KTiled, n_tokens);
             let cases = [
                 (GgmlType::Q4_K, q4_k_gemm_kernel(isa, 16, 8)),
                 (GgmlType::Q4_K, q4_k_gemm_kernel(isa, 16, 4)),
-                (GgmlType::Q6_K, kernel(isa, GgmlType::Q6_K, Order::Q6KTiled)),
+                (GgmlType::Q6_K, q6(8)),
+                (GgmlType::Q6_K, q6(16)),
+                (GgmlType::Q6_K, q6(32)),
             ];
             for (ty, g) in cases {
                 let Some(g) = g else {
@@ -313,7 +351,7 @@ pub(super) mod tests {
                     GgmlType::Q4_K => repack::vec_dot_q4_k_q8_k_gemm,
                     _ => repack::vec_dot_q6_k_q8_k_tiled,
                 };
-                for blocks in [1usize, 2, 3, 5] {
+                for blocks in [1usize, 2, 3, 5, 8] {
                     let n = 256 * blocks;
                     let wb = ty.row_bytes(n as u64).unwrap() as usize;
                     let ab = GgmlType::Q8_K.row_bytes(n as u64).unwrap() as usize;
@@ -331,6 +369,8 @@ pub(super) mod tests {
                             if r % 3 == 0 {
                                 row[blk + 4..blk + 16].fill(0xFF);
                             }
+                        } else {
+                            q6_k_extremes(row, r);
                         }
                     }
                     let mut a = vec![0u8; as_ * g.tokens];
@@ -338,6 +378,7 @@ pub(super) mod tests {
                         let x = values(&mut seed, n);
                         let dst = &mut a[t * as_..t * as_ + ab];
                         quantize_activations(GgmlType::Q8_K, &x, n, dst).unwrap();
+                        q8_k_extremes(dst, t);
                     }
                     let mut out = vec![f32::NAN; g.rows * g.tokens];
                     (g.run)(n, &w, ws, &a, as_, &mut out);
@@ -367,17 +408,28 @@ pub(super) mod tests {
     /// Through `matmul` (tiles, partial tiles and tails on 1–3 threads), a repacked Q4_K matrix
     /// gives the gemm order for the tokens in whole groups of four and the gemv order for the
     /// rest (row counts a multiple of 16 or only of 8, token counts taking the 8- or the
-    /// 4-token tile), and Q6_K from 8 tokens the tiled order — bit for bit.
+    /// 4-token tile), and Q6_K from 8 tokens the tiled order (16-row tiles of 8, 16 or 32 tokens
+    /// chosen by the last chunk, rows and tokens left over, fewer rows than a tile) — bit for bit.
     #[test]
     fn matmul_keeps_the_k_quant_orders() {
         use crate::kernels::{matmul, repack, WeightMatrix};
         let mut seed = 0x1357_9bdfu32;
         let cols = 512;
-        for (ty, rows) in [
-            (GgmlType::Q4_K, 24),
-            (GgmlType::Q4_K, 48),
-            (GgmlType::Q6_K, 13),
-        ] {
+        let q4_k_tokens = [4usize, 11, 13, 21, 36];
+        let shapes = q4_k_tokens
+            .iter()
+            .flat_map(|&n| [(GgmlType::Q4_K, 24, n), (GgmlType::Q4_K, 48, n)])
+            .chain([
+                (GgmlType::Q6_K, 13, 4),
+                (GgmlType::Q6_K, 13, 11),
+                (GgmlType::Q6_K, 37, 8),
+                (GgmlType::Q6_K, 37, 27),
+                (GgmlType::Q6_K, 48, 16),
+                (GgmlType::Q6_K, 37, 35),
+                (GgmlType::Q6_K, 40, 21),
+                (GgmlType::Q6_K, 32, 64),
+            ]);
+        for (ty, rows, n_tokens) in shapes {
             let wb = ty.row_bytes(cols as u64).unwrap() as usize;
             let mut w = vec![0u8; wb * rows];
             for row in w.chunks_exact_mut(wb) {
@@ -385,34 +437,32 @@ pub(super) mod tests {
             }
             let wm = WeightMatrix::new("t", ty, rows, cols, &w).unwrap();
             let scalar = crate::kernels::active_isa() == "scalar";
-            for n_tokens in [4usize, 11, 13, 21, 36] {
-                let until = n_tokens - n_tokens % 4;
-                let x = values(&mut seed, cols * n_tokens);
-                let ab = GgmlType::Q8_K.row_bytes(cols as u64).unwrap() as usize;
-                let mut a = vec![0u8; ab * n_tokens];
-                quantize_activations(GgmlType::Q8_K, &x, cols, &mut a).unwrap();
-                for threads in 1..=3 {
-                    let mut out = vec![f32::NAN; rows * n_tokens];
-                    matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
-                    for t in 0..n_tokens {
-                        for r in 0..rows {
-                            let per_pair: crate::kernels::VecDot = match ty {
-                                _ if scalar => crate::kernels::kernels(ty).unwrap().vec_dot,
-                                GgmlType::Q4_K if t < until => repack::vec_dot_q4_k_q8_k_gemm,
-                                GgmlType::Q4_K => repack::vec_dot_q4_k_q8_k_gemv,
-                                _ if n_tokens < repack::TILED_MIN_BATCH => {
-                                    crate::kernels::kernels(ty).unwrap().vec_dot
-                                }
-                                _ => repack::vec_dot_q6_k_q8_k_tiled,
-                            };
-                            let want = per_pair(cols, wm.row(r).unwrap(), &a[t * ab..(t + 1) * ab]);
-                            let got = out[t * rows + r];
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{ty} {rows} rows, {n_tokens} tokens on {threads}: [t {t}][r {r}]"
-                            );
-                        }
+            let until = n_tokens - n_tokens % 4;
+            let x = values(&mut seed, cols * n_tokens);
+            let ab = GgmlType::Q8_K.row_bytes(cols as u64).unwrap() as usize;
+            let mut a = vec![0u8; ab * n_tokens];
+            quantize_activations(GgmlType::Q8_K, &x, cols, &mut a).unwrap();
+            for threads in 1..=3 {
+                let mut out = vec![f32::NAN; rows * n_tokens];
+                matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
+                for t in 0..n_tokens {
+                    for r in 0..rows {
+                        let per_pair: crate::kernels::VecDot = match ty {
+                            _ if scalar => crate::kernels::kernels(ty).unwrap().vec_dot,
+                            GgmlType::Q4_K if t < until => repack::vec_dot_q4_k_q8_k_gemm,
+                            GgmlType::Q4_K => repack::vec_dot_q4_k_q8_k_gemv,
+                            _ if n_tokens < repack::TILED_MIN_BATCH => {
+                                crate::kernels::kernels(ty).unwrap().vec_dot
+                            }
+                            _ => repack::vec_dot_q6_k_q8_k_tiled,
+                        };
+                        let want = per_pair(cols, wm.row(r).unwrap(), &a[t * ab..(t + 1) * ab]);
+                        let got = out[t * rows + r];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{ty} {rows} rows, {n_tokens} tokens on {threads}: [t {t}][r {r}]"
+                        );
                     }
                 }
             }
