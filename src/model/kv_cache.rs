@@ -3,6 +3,8 @@
 use super::vmath;
 use crate::kernels::matmul::Parallel;
 use half::f16;
+use half::vec::HalfBitsVecExt;
+use vmath::LANES;
 
 mod dot;
 #[cfg(target_arch = "x86_64")]
@@ -15,6 +17,10 @@ pub struct KvCache {
     n_embd_v: usize,
     k: Vec<Vec<f16>>, // (layer, n_ctx, n_embd_k)
     v: Vec<Vec<f16>>, // (layer, n_ctx, n_embd_v)
+    /// The keys again, transposed in groups of 16 positions for the tiled q·k (empty where the
+    /// tiled products are not available): `kt[il][(g·n_embd_k + e)·16 + j % 16]` is element `e`
+    /// of position `j = 16g + j % 16`. (layer, n_ctx / 16, n_embd_k, 16)
+    kt: Vec<Vec<f16>>,
     len: usize,
 }
 
@@ -29,6 +35,16 @@ impl KvCache {
                 .collect(),
             v: (0..n_layer)
                 .map(|_| vec![f16::ZERO; n_ctx * n_embd_v])
+                .collect(),
+            kt: (0..n_layer)
+                .map(|_| {
+                    if dot::tile_available(n_embd_k, LANES) {
+                        // Zeroed pages from the allocator: only the groups written take memory.
+                        vec![0u16; n_ctx.next_multiple_of(LANES) * n_embd_k].reinterpret_into()
+                    } else {
+                        Vec::new()
+                    }
+                })
                 .collect(),
             len: 0,
         }
@@ -55,7 +71,14 @@ impl KvCache {
 
     /// Bytes held by the cache.
     pub fn bytes(&self) -> usize {
-        self.k.len() * self.n_ctx * (self.n_embd_k + self.n_embd_v) * 2
+        let rows: usize = self
+            .k
+            .iter()
+            .chain(&self.v)
+            .chain(&self.kt)
+            .map(Vec::len)
+            .sum();
+        rows * std::mem::size_of::<f16>()
     }
 
     /// Stores keys and values of `n` new tokens of layer `il` at positions `len..len + n`
@@ -67,6 +90,16 @@ impl KvCache {
         let ks = &mut self.k[il][self.len * self.n_embd_k..(self.len + n) * self.n_embd_k];
         for (d, &s) in ks.iter_mut().zip(k) {
             *d = f16::from_f32(s);
+        }
+        if !self.kt[il].is_empty() {
+            let e = self.n_embd_k;
+            for (t, row) in ks.chunks_exact(e).enumerate() {
+                let j = self.len + t;
+                let group = &mut self.kt[il][j / LANES * e * LANES..][..e * LANES];
+                for (d, &x) in group.iter_mut().skip(j % LANES).step_by(LANES).zip(row) {
+                    *d = x;
+                }
+            }
         }
         let vs = &mut self.v[il][self.len * self.n_embd_v..(self.len + n) * self.n_embd_v];
         for (d, &s) in vs.iter_mut().zip(v) {
@@ -242,36 +275,35 @@ fn attend_tile(
     }
     dot::round_to_f16(&mut s.q16);
     // (TILE, row_len) the scores; row i is token i's own row of `attend_one` followed by cells
-    // it does not see.
-    let row_len = (pos_hi + 1).next_multiple_of(vmath::LANES);
-    s.scores.clear();
-    s.scores.resize(dot::TILE * row_len, f32::NEG_INFINITY);
-    let k = &cache.k[il][kvh * p.head_dim..];
+    // it does not see. The product writes whole groups of 16 keys from the first one any token
+    // sees, the loop below every other cell of rows 0..nq, so stale values need no clearing.
+    let row_len = (pos_hi + 1).next_multiple_of(LANES);
+    if s.scores.len() < dot::TILE * row_len {
+        s.scores.resize(dot::TILE * row_len, 0.0);
+    }
     dot::kq_tile(
-        k,
+        &cache.kt[il][kvh * p.head_dim * LANES..],
         cache.n_embd_k,
-        first_pos(p, pos_lo)..pos_hi + 1,
+        first_pos(p, pos_lo) / LANES..row_len / LANES,
         &s.q16,
+        p.kq_scale,
         &mut s.scores,
         row_len,
     );
-    let mut lens = [0usize; dot::TILE];
     let mut outs = [std::ptr::null_mut(); dot::TILE];
-    for i in 0..nq {
+    for (i, out_i) in outs.iter_mut().enumerate().take(nq) {
         let pos = pos_lo + i;
         let row = &mut s.scores[i * row_len..][..row_len];
-        let (seen, rest) = row.split_at_mut(pos + 1);
-        let first = first_pos(p, pos);
-        seen[..first].fill(f32::NEG_INFINITY);
-        for x in &mut seen[first..] {
-            *x *= p.kq_scale;
-        }
-        rest.fill(f32::NEG_INFINITY);
-        let own = &mut row[..(pos + 1).next_multiple_of(vmath::LANES)];
-        super::ops::softmax(own);
+        let own_len = (pos + 1).next_multiple_of(LANES);
+        let (own, past) = row.split_at_mut(own_len);
+        let (seen, unseen) = own.split_at_mut(pos + 1);
+        seen[..first_pos(p, pos)].fill(f32::NEG_INFINITY);
+        unseen.fill(f32::NEG_INFINITY);
+        softmax(own);
         dot::round_to_f16(own);
-        lens[i] = pos + 1;
-        outs[i] = out_head(out, p, tokens.start + i, h);
+        // Positions of later tokens in the tile weigh zero for this one.
+        past.fill(0.0);
+        *out_i = out_head(out, p, tokens.start + i, h);
     }
     let v = &cache.v[il][kvh * p.head_dim_v..];
     // SAFETY: task (tokens, h) is the only writer of these head_dim_v-wide slices of `out`,
@@ -282,11 +314,34 @@ fn attend_tile(
             cache.n_embd_v,
             &s.scores,
             row_len,
-            &lens[..nq],
+            first_pos(p, pos_lo)..pos_hi + 1,
             &outs[..nq],
             p.head_dim_v,
             &mut s.acc,
         );
+    }
+}
+
+/// `ops::softmax` of one row, its maximum found sixteen lanes at a time (the same maximum:
+/// `f32::max` ignores NaN in any order).
+fn softmax(x: &mut [f32]) {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = m.max(v);
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let sum = vmath::soft_max_row(x, max);
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
     }
 }
 

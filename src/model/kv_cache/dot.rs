@@ -65,7 +65,7 @@ pub fn kqv(
 /// Queries per tile of [`kq_tile`] and [`kqv_tile`].
 pub const TILE: usize = 4;
 #[cfg(target_arch = "x86_64")]
-const _: () = assert!(TILE <= dot_x86::MAX_TILE_Q);
+const _: () = assert!(TILE == dot_x86::MAX_TILE_Q);
 
 /// Whether [`kq_tile`] and [`kqv_tile`] can take heads of `hd` (keys) and `hd_v` (values)
 /// elements on this CPU. Without them, attention takes one query at a time.
@@ -82,14 +82,16 @@ pub fn tile_available(hd: usize, hd_v: usize) -> bool {
 }
 
 /// [`kq`] in `Order::TinyBlas` for [`TILE`] queries (`q`, (TILE, hd), rounded to f16) against
-/// the key rows `keys` of `k` (row `j` at `k[j·stride..]`): `scores[i·row_len + j]` for each
-/// query `i` and key `j`, each bit-identical to `kq(Order::TinyBlas, ..)` of that pair.
-/// Call only where [`tile_available`] holds.
+/// the keys of the groups of 16 positions `groups`, read from the transposed keys `kt` of one
+/// head (element `d` of key `16g + l` at `kt[(g·stride + d)·16 + l]`), times `scale`:
+/// `scores[i·row_len + j]` for each query `i` and key `j` of those groups, each bit-identical to
+/// `kq(Order::TinyBlas, ..) * scale` of that pair. Call only where [`tile_available`] holds.
 pub fn kq_tile(
-    k: &[f16],
+    kt: &[f16],
     stride: usize,
-    keys: std::ops::Range<usize>,
+    groups: std::ops::Range<usize>,
     q: &[f32],
+    scale: f32,
     scores: &mut [f32],
     row_len: usize,
 ) {
@@ -97,15 +99,19 @@ pub fn kq_tile(
     if tile_available(q.len() / TILE, LANES) {
         // SAFETY: `tile_available` checked the CPU has AVX-512 F and F16C and that the head is
         // whole vectors.
-        return unsafe { dot_x86::kq_tile::<TILE>(k, stride, keys, q, scores, row_len) };
+        return unsafe {
+            dot_x86::kq_tile_t::<TILE>(kt, stride, groups, q, scale, scores, row_len)
+        };
     }
-    let _ = (k, stride, keys, q, scores, row_len);
+    let _ = (kt, stride, groups, q, scale, scores, row_len);
     unreachable!("kq_tile called where tile_available is false");
 }
 
-/// [`kqv`] in `Order::TinyBlas` for several queries: query `i` weighs the value rows with
-/// `w[i·row_len..][..lens[i]]` and writes `hd` outputs to `outs[i]`, each bit-identical to
-/// `kqv(Order::TinyBlas, ..)` of that query. Call only where [`tile_available`] holds.
+/// [`kqv`] in `Order::TinyBlas` for [`TILE`] queries: query `i < outs.len()` weighs the value
+/// rows `keys` with `w[i·row_len + j]` (the rows past its own positions hold zeros; positions
+/// outside `keys` weigh zero for every query) and writes `hd` outputs to `outs[i]`, each
+/// bit-identical to `kqv(Order::TinyBlas, ..)` of that query. `w` holds [`TILE`] rows of
+/// `row_len`. Call only where [`tile_available`] holds.
 ///
 /// # Safety
 /// Every `outs[i]` points to `hd` writable floats that nothing else accesses during the call.
@@ -115,7 +121,7 @@ pub unsafe fn kqv_tile(
     stride: usize,
     w: &[f32],
     row_len: usize,
-    lens: &[usize],
+    keys: std::ops::Range<usize>,
     outs: &[*mut f32],
     hd: usize,
     acc: &mut Vec<f32>,
@@ -124,9 +130,9 @@ pub unsafe fn kqv_tile(
     if tile_available(LANES, hd) {
         // SAFETY: `tile_available` checked the CPU features and the head width; the caller
         // vouches for `outs`.
-        return unsafe { dot_x86::kqv_tile(v, stride, w, row_len, lens, outs, hd, acc) };
+        return unsafe { dot_x86::kqv_tile(v, stride, w, row_len, keys, outs, hd, acc) };
     }
-    let _ = (v, stride, w, row_len, lens, outs, hd, acc);
+    let _ = (v, stride, w, row_len, keys, outs, hd, acc);
     unreachable!("kqv_tile called where tile_available is false");
 }
 

@@ -56,44 +56,6 @@ fn reduce_add(v: __m512) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)))
 }
 
-/// [`reduce_add`] of 16 vectors at once: lane `4i + s` of the result is the sum of `a[s][i]`,
-/// each added pair for pair as `reduce_add` adds it (halves, quarters, then
-/// `(q0 + q2) + (q1 + q3)`), with whole-vector shuffles doing the moving.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn reduce_add_4x4(a: &[[__m512; 4]; 4]) -> __m512 {
-    // Vector A_m (m = 4s + i) is a[s][i]. Halves: B_n has h(A_2n) in its low 256 bits and
-    // h(A_2n+1) in its high ones.
-    let v = |m: usize| a[m / 4][m % 4];
-    let mut b = [_mm512_setzero_ps(); 8];
-    for (n, b) in b.iter_mut().enumerate() {
-        let (x, y) = (v(2 * n), v(2 * n + 1));
-        let lo = _mm512_shuffle_f32x4::<0b01_00_01_00>(x, y);
-        let hi = _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y);
-        *b = _mm512_add_ps(lo, hi);
-    }
-    // Quarters: 128-bit block k of C_n is q(A_4n+k).
-    let mut c = [_mm512_setzero_ps(); 4];
-    for (n, c) in c.iter_mut().enumerate() {
-        let (x, y) = (b[2 * n], b[2 * n + 1]);
-        let lo = _mm512_shuffle_f32x4::<0b10_00_10_00>(x, y);
-        let hi = _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y);
-        *c = _mm512_add_ps(lo, hi);
-    }
-    // (q0 + q2, q1 + q3): block k of D_p is t(A_8p+k), t(A_8p+4+k).
-    let mut d = [_mm512_setzero_ps(); 2];
-    for (p, d) in d.iter_mut().enumerate() {
-        let (x, y) = (c[2 * p], c[2 * p + 1]);
-        let lo = _mm512_shuffle_ps::<0b01_00_01_00>(x, y);
-        let hi = _mm512_shuffle_ps::<0b11_10_11_10>(x, y);
-        *d = _mm512_add_ps(lo, hi);
-    }
-    // t0 + t1: block k is the sums of A_k, A_4+k, A_8+k, A_12+k.
-    let lo = _mm512_shuffle_ps::<0b10_00_10_00>(d[0], d[1]);
-    let hi = _mm512_shuffle_ps::<0b11_01_11_01>(d[0], d[1]);
-    _mm512_add_ps(lo, hi)
-}
-
 /// `k · q` as `dot::kq_lanes` with `k` still in f16, `ACCS` (1 or 4) accumulators of 16
 /// lanes. `k.len()` must be a multiple of `16 · ACCS` and `q.len() == k.len()`.
 #[target_feature(enable = "avx512f,f16c")]
@@ -183,68 +145,79 @@ fn reduce_lanes<const ACCS: usize>(acc: &[f32], o: &mut [f32]) {
     }
 }
 
-/// [`kq`] in tinyBLAS order (`ACCS = 1`) for `Q` queries at once: `scores[i·row_len + j]` is
-/// key row `j` (at `k[j·stride..]`) dotted with query `i` (`q[i·hd..][..hd]`, `hd = q.len() / Q`)
-/// for every `j` in `keys`. Each key row is widened once and used for all `Q` queries; every
-/// result is summed exactly as `kq::<1>` sums it. `hd` must be a multiple of 16.
+/// [`kq`] in tinyBLAS order (`ACCS = 1`) for `Q` queries at once, over the transposed keys
+/// `kt` of one head (`kt[(g·stride + d)·16 + l]` is element `d` of key `16g + l`):
+/// `scores[i·row_len + 16g + l]` is key `16g + l` dotted with query `i` (`q[i·hd..][..hd]`,
+/// `hd = q.len() / Q`), times `scale`, for every group `g` in `groups`.
+///
+/// The keys lie in the lanes: vector `P_m` (m < 16) of a query gathers, lane by lane, the
+/// elements `d ≡ m (mod 16)` by fused multiply-adds in the order of `d` — exactly the lane `m`
+/// of `kq::<1>`'s accumulator for each key. The lane reduction then adds the same pairs as
+/// [`reduce_add`] (`P_m + P_m+8`, then `+4`, then `(q0 + q2) + (q1 + q3)`), sixteen keys at
+/// once and with no shuffles. `hd` must be a multiple of 16.
 #[target_feature(enable = "avx512f,f16c")]
-pub fn kq_tile<const Q: usize>(
-    k: &[f16],
+#[allow(clippy::too_many_arguments)]
+pub fn kq_tile_t<const Q: usize>(
+    kt: &[f16],
     stride: usize,
-    keys: std::ops::Range<usize>,
+    groups: std::ops::Range<usize>,
     q: &[f32],
+    scale: f32,
     scores: &mut [f32],
     row_len: usize,
 ) {
+    // Lanes `m` per pass: Q·M accumulators stay in registers.
+    const M: usize = 4;
     let hd = q.len() / Q;
-    debug_assert!(hd.is_multiple_of(LANES));
-    let q: &[f32] = &q[..Q * hd];
-    let mut keys = keys;
-    if Q == 4 {
-        // Four keys at a time: the 16 sums reduced together (see `reduce_add_4x4`).
-        while keys.len() >= 4 {
-            let j0 = keys.start;
-            let mut acc = [[_mm512_setzero_ps(); 4]; 4]; // (key, query)
+    assert!(hd.is_multiple_of(LANES) && q.len() == Q * hd);
+    let scale = _mm512_set1_ps(scale);
+    for g in groups {
+        let block = &kt[g * stride * LANES..][..hd * LANES];
+        let mut p = [[_mm512_setzero_ps(); LANES]; Q];
+        for m0 in (0..LANES).step_by(M) {
+            let mut a = [[_mm512_setzero_ps(); M]; Q];
             for c in (0..hd).step_by(LANES) {
-                let mut qv = [_mm512_setzero_ps(); 4];
-                for (i, qv) in qv.iter_mut().enumerate() {
-                    *qv = load(&q[i * hd + c..]);
-                }
-                for (kk, acc) in acc.iter_mut().enumerate() {
-                    let kv = load_f16(&k[(j0 + kk) * stride + c..]);
-                    for (a, qv) in acc.iter_mut().zip(&qv) {
-                        *a = _mm512_fmadd_ps(kv, *qv, *a);
+                for (mi, a_m) in (0..M).zip(0..) {
+                    let d = c + m0 + mi;
+                    // SAFETY: d < hd, so the 16 halves at d·16 lie in `block` (hd·16 long).
+                    let kv = _mm512_cvtph_ps(unsafe {
+                        _mm256_loadu_si256(block.as_ptr().add(d * LANES).cast())
+                    });
+                    for (i, a) in a.iter_mut().enumerate() {
+                        // SAFETY: i < Q and d < hd, inside `q` (Q·hd long, asserted above).
+                        let qv = _mm512_set1_ps(unsafe { *q.get_unchecked(i * hd + d) });
+                        a[a_m] = _mm512_fmadd_ps(kv, qv, a[a_m]);
                     }
                 }
             }
-            let mut r = [0f32; LANES];
-            store(&mut r, reduce_add_4x4(&acc));
-            for (i, r) in r.chunks_exact(4).enumerate() {
-                scores[i * row_len + j0..][..4].copy_from_slice(r);
-            }
-            keys.start += 4;
-        }
-    }
-    for j in keys {
-        let kr = &k[j * stride..][..hd];
-        let mut acc = [_mm512_setzero_ps(); Q];
-        for c in (0..hd).step_by(LANES) {
-            let kv = load_f16(&kr[c..]);
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_fmadd_ps(kv, load(&q[i * hd + c..]), *a);
+            for (p, a) in p.iter_mut().zip(&a) {
+                p[m0..m0 + M].copy_from_slice(a);
             }
         }
-        for (i, a) in acc.iter().enumerate() {
-            scores[i * row_len + j] = reduce_add(*a);
+        for (i, p) in p.iter().enumerate() {
+            let mut h = [_mm512_setzero_ps(); 8];
+            for (m, h) in h.iter_mut().enumerate() {
+                *h = _mm512_add_ps(p[m], p[m + 8]);
+            }
+            let mut t = [_mm512_setzero_ps(); 4];
+            for (m, t) in t.iter_mut().enumerate() {
+                *t = _mm512_add_ps(h[m], h[m + 4]);
+            }
+            let r = _mm512_add_ps(_mm512_add_ps(t[0], t[2]), _mm512_add_ps(t[1], t[3]));
+            store(
+                &mut scores[i * row_len + g * LANES..],
+                _mm512_mul_ps(r, scale),
+            );
         }
     }
 }
 
-/// [`kqv`] in tinyBLAS order (`ACCS = 1`) for several queries at once: query `i` has the weights
-/// `w[i·row_len..][..lens[i]]` and its output goes to `outs[i]` (`hd` wide). Each value row is
-/// widened once for all queries; every output is summed exactly as `kqv::<1>` sums it.
-/// `acc` is scratch space; `hd` must be a multiple of 16, and there are at most
-/// [`MAX_TILE_Q`] queries.
+/// [`kqv`] in tinyBLAS order (`ACCS = 1`) for `outs.len()` queries at once: query `i` has the
+/// weights `w[i·row_len..]` over the positions `keys` (zero past its own positions; every other
+/// position weighs zero) and its output goes to `outs[i]` (`hd` wide). Each value row is widened
+/// once for all queries; every output is summed exactly as `kqv::<1>` sums it. `w` holds
+/// [`MAX_TILE_Q`] rows (those of absent queries are read but unused); `acc` is scratch space;
+/// `hd` must be a multiple of 16.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F and F16C, and every `outs[i]` must point to `hd` writable floats
@@ -256,31 +229,37 @@ pub unsafe fn kqv_tile(
     stride: usize,
     w: &[f32],
     row_len: usize,
-    lens: &[usize],
+    keys: std::ops::Range<usize>,
     outs: &[*mut f32],
     hd: usize,
     acc: &mut Vec<f32>,
 ) {
-    assert!(hd.is_multiple_of(LANES) && lens.len() == outs.len() && lens.len() <= MAX_TILE_Q);
-    let nq = lens.len();
+    let nq = outs.len();
+    assert!(hd.is_multiple_of(LANES) && nq <= MAX_TILE_Q);
+    assert!(keys.end <= row_len && w.len() >= MAX_TILE_Q * row_len);
+    assert!(keys.is_empty() || (keys.end - 1) * stride + hd <= v.len());
     // Each query's accumulators, padded by two cache lines so that those of different queries
-    // do not sit a multiple of 4 KiB apart (loads would wait on unrelated stores).
+    // do not sit a multiple of 4 KiB apart (loads would wait on unrelated stores). Every element
+    // is written below before it is read.
     let per_q = LANES * hd + 2 * LANES;
-    acc.clear();
-    acc.resize(nq * per_q, 0.0);
-    let mut padded = [0usize; MAX_TILE_Q];
-    padded[..nq].copy_from_slice(lens);
+    if acc.len() < MAX_TILE_Q * per_q {
+        acc.resize(MAX_TILE_Q * per_q, 0.0);
+    }
     // Columns in blocks of at most 4 vectors, so that the accumulators of every query stay in
     // registers.
     let mut c0 = 0;
     while c0 < hd {
         let nv = ((hd - c0) / LANES).min(4);
-        let acc = &mut acc[..];
-        match nv {
-            4 => kqv_block::<4>(v, stride, w, row_len, &padded, nq, c0, hd, per_q, acc),
-            3 => kqv_block::<3>(v, stride, w, row_len, &padded, nq, c0, hd, per_q, acc),
-            2 => kqv_block::<2>(v, stride, w, row_len, &padded, nq, c0, hd, per_q, acc),
-            _ => kqv_block::<1>(v, stride, w, row_len, &padded, nq, c0, hd, per_q, acc),
+        let (acc, keys) = (&mut acc[..], keys.clone());
+        // SAFETY: the asserts above bound every read of `v` and `w` and `acc` holds
+        // MAX_TILE_Q·per_q floats.
+        unsafe {
+            match nv {
+                4 => kqv_block::<4>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc),
+                3 => kqv_block::<3>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc),
+                2 => kqv_block::<2>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc),
+                _ => kqv_block::<1>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc),
+            }
         }
         c0 += nv * LANES;
     }
@@ -305,46 +284,53 @@ pub fn round_to_f16(x: &mut [f32]) {
 }
 
 /// Columns `c0..c0 + 16·NV` of [`kqv_tile`]: for each lane `l`, the positions `j ≡ l (mod 16)`
-/// are added in order into accumulators held in registers (one per query and vector), then
-/// stored to `acc[i·per_q + l·hd + c0..]`. A zero weight leaves its accumulator untouched (a
-/// masked fused multiply-add), as the one-query code skips it.
+/// of `keys` are added in order into accumulators held in registers (one per query and vector),
+/// then stored to `acc[i·per_q + l·hd + c0..]` for the `nq` queries. A zero weight leaves its
+/// accumulator untouched (a masked fused multiply-add), as the one-query code skips it.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and F16C; `keys.end <= row_len`, `w` holds [`MAX_TILE_Q`] rows
+/// of `row_len`, the value rows of `keys` lie in `v` (`(keys.end - 1)·stride + hd <= v.len()`),
+/// `c0 + 16·NV <= hd` and `acc` holds `MAX_TILE_Q·per_q` floats with `per_q >= 16·hd`.
 #[target_feature(enable = "avx512f,f16c")]
 #[allow(clippy::too_many_arguments)]
-fn kqv_block<const NV: usize>(
+unsafe fn kqv_block<const NV: usize>(
     v: &[f16],
     stride: usize,
     w: &[f32],
     row_len: usize,
-    lens: &[usize; MAX_TILE_Q],
+    keys: std::ops::Range<usize>,
     nq: usize,
     c0: usize,
     hd: usize,
     per_q: usize,
     acc: &mut [f32],
 ) {
-    let n_keys = lens.iter().copied().max().unwrap_or(0);
-    for l in 0..LANES.min(n_keys) {
+    for l in 0..LANES {
         let mut a = [[_mm512_setzero_ps(); NV]; MAX_TILE_Q];
-        for j in (l..n_keys).step_by(LANES) {
+        // The first position of `keys` in lane l.
+        let j0 = keys.start + (l + LANES - keys.start % LANES) % LANES;
+        for j in (j0..keys.end).step_by(LANES) {
             let mut wv = [_mm512_setzero_ps(); MAX_TILE_Q];
             let mut mask: [__mmask16; MAX_TILE_Q] = [0; MAX_TILE_Q];
-            let mut any = false;
-            for i in 0..MAX_TILE_Q {
-                let wj = if j < lens[i] { w[i * row_len + j] } else { 0.0 };
-                if wj != 0.0 {
-                    mask[i] = 0xffff;
-                    any = true;
-                }
-                wv[i] = _mm512_set1_ps(wj);
+            for (i, (wv, mask)) in wv.iter_mut().zip(&mut mask).enumerate() {
+                // SAFETY: i < MAX_TILE_Q and j < keys.end <= row_len: inside `w`.
+                *wv = _mm512_set1_ps(unsafe { *w.get_unchecked(i * row_len + j) });
+                // All ones where the weight is not zero. Softmax weights are never -0, so
+                // this is `w != 0` (NaN included).
+                let bits = _mm512_castps_si512(*wv);
+                *mask = _mm512_test_epi32_mask(bits, bits);
             }
-            if !any {
+            if mask.iter().fold(0, |m, &k| m | k) == 0 {
                 continue; // adds exactly zero for every query
             }
-            let row = &v[j * stride + c0..][..NV * LANES];
+            // SAFETY: j < keys.end, so the row's columns c0..c0 + 16·NV lie in `v`.
+            let row = unsafe { v.as_ptr().add(j * stride + c0) };
             for c in 0..NV {
-                let x = load_f16(&row[c * LANES..]);
-                for i in 0..MAX_TILE_Q {
-                    a[i][c] = _mm512_mask3_fmadd_ps(x, wv[i], a[i][c], mask[i]);
+                // SAFETY: 16 halves inside the row (see above); the load is unaligned.
+                let x = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(row.add(c * LANES).cast()) });
+                for ((a, wv), mask) in a.iter_mut().zip(&wv).zip(&mask) {
+                    a[c] = _mm512_mask3_fmadd_ps(x, *wv, a[c], *mask);
                 }
             }
         }
