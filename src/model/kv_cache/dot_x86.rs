@@ -166,19 +166,19 @@ pub fn kq_tile_t<const Q: usize>(
     scores: &mut [f32],
     row_len: usize,
 ) {
-    // Lanes `m` per pass: Q·M accumulators stay in registers.
-    const M: usize = 4;
     let hd = q.len() / Q;
     assert!(hd.is_multiple_of(LANES) && q.len() == Q * hd);
     let scale = _mm512_set1_ps(scale);
     for g in groups {
         let block = &kt[g * stride * LANES..][..hd * LANES];
-        let mut p = [[_mm512_setzero_ps(); LANES]; Q];
-        for m0 in (0..LANES).step_by(M) {
-            let mut a = [[_mm512_setzero_ps(); M]; Q];
+        // Pass k takes the lanes m = k + 4r (r < 4) of every query, Q·4 accumulators in
+        // registers, and leaves the quarter t_k = (P_k + P_k+8) + (P_k+4 + P_k+12).
+        let mut t = [[_mm512_setzero_ps(); 4]; Q];
+        for k in 0..4 {
+            let mut a = [[_mm512_setzero_ps(); 4]; Q];
             for c in (0..hd).step_by(LANES) {
-                for (mi, a_m) in (0..M).zip(0..) {
-                    let d = c + m0 + mi;
+                for r in 0..4 {
+                    let d = c + k + 4 * r;
                     // SAFETY: d < hd, so the 16 halves at d·16 lie in `block` (hd·16 long).
                     let kv = _mm512_cvtph_ps(unsafe {
                         _mm256_loadu_si256(block.as_ptr().add(d * LANES).cast())
@@ -186,23 +186,15 @@ pub fn kq_tile_t<const Q: usize>(
                     for (i, a) in a.iter_mut().enumerate() {
                         // SAFETY: i < Q and d < hd, inside `q` (Q·hd long, asserted above).
                         let qv = _mm512_set1_ps(unsafe { *q.get_unchecked(i * hd + d) });
-                        a[a_m] = _mm512_fmadd_ps(kv, qv, a[a_m]);
+                        a[r] = _mm512_fmadd_ps(kv, qv, a[r]);
                     }
                 }
             }
-            for (p, a) in p.iter_mut().zip(&a) {
-                p[m0..m0 + M].copy_from_slice(a);
+            for (t, a) in t.iter_mut().zip(&a) {
+                t[k] = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
             }
         }
-        for (i, p) in p.iter().enumerate() {
-            let mut h = [_mm512_setzero_ps(); 8];
-            for (m, h) in h.iter_mut().enumerate() {
-                *h = _mm512_add_ps(p[m], p[m + 8]);
-            }
-            let mut t = [_mm512_setzero_ps(); 4];
-            for (m, t) in t.iter_mut().enumerate() {
-                *t = _mm512_add_ps(h[m], h[m + 4]);
-            }
+        for (i, t) in t.iter().enumerate() {
             let r = _mm512_add_ps(_mm512_add_ps(t[0], t[2]), _mm512_add_ps(t[1], t[3]));
             store(
                 &mut scores[i * row_len + g * LANES..],
