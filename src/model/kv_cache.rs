@@ -3,6 +3,7 @@
 use super::vmath;
 use crate::kernels::matmul::Parallel;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use half::vec::HalfBitsVecExt;
 use vmath::LANES;
 
@@ -88,9 +89,7 @@ impl KvCache {
     pub fn store(&mut self, il: usize, k: &[f32], v: &[f32]) {
         let n = k.len() / self.n_embd_k;
         let ks = &mut self.k[il][self.len * self.n_embd_k..(self.len + n) * self.n_embd_k];
-        for (d, &s) in ks.iter_mut().zip(k) {
-            *d = f16::from_f32(s);
-        }
+        ks.convert_from_f32_slice(&k[..ks.len()]);
         if !self.kt[il].is_empty() {
             let e = self.n_embd_k;
             for (t, row) in ks.chunks_exact(e).enumerate() {
@@ -102,9 +101,7 @@ impl KvCache {
             }
         }
         let vs = &mut self.v[il][self.len * self.n_embd_v..(self.len + n) * self.n_embd_v];
-        for (d, &s) in vs.iter_mut().zip(v) {
-            *d = f16::from_f32(s);
-        }
+        vs.convert_from_f32_slice(&v[..vs.len()]);
     }
 
     /// Marks `n` stored positions as filled, after every layer has stored them.
@@ -299,8 +296,7 @@ fn attend_tile(
         let (seen, unseen) = own.split_at_mut(pos + 1);
         seen[..first_pos(p, pos)].fill(f32::NEG_INFINITY);
         unseen.fill(f32::NEG_INFINITY);
-        softmax(own);
-        dot::round_to_f16(own);
+        softmax_to_f16(own);
         // Positions of later tokens in the tile weigh zero for this one.
         past.fill(0.0);
         *out_i = out_head(out, p, tokens.start + i, h);
@@ -322,27 +318,11 @@ fn attend_tile(
     }
 }
 
-/// `ops::softmax` of one row, its maximum found sixteen lanes at a time (the same maximum:
-/// `f32::max` ignores NaN in any order).
-fn softmax(x: &mut [f32]) {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            *m = m.max(v);
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    let sum = vmath::soft_max_row(x, max);
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
+/// `ops::softmax` of one row followed by `dot::round_to_f16`, with the vector maximum and the
+/// scaling and rounding in one pass (the same bits).
+fn softmax_to_f16(x: &mut [f32]) {
+    let sum = vmath::soft_max_row(x, dot::max(x));
+    dot::scale_round_to_f16(x, (1.0 / sum) as f32);
 }
 
 /// Per-thread buffers of one attention task, reused across tasks and calls.

@@ -148,6 +148,31 @@ pub fn round_to_f16(x: &mut [f32]) {
     }
 }
 
+/// `x[i] = f16(x[i] · s)` widened back: the softmax's scaling by the inverse sum and ggml's
+/// conversion of the weights to f16 (`ggml_vec_scale_f32`, then `GGML_CPU_FP32_TO_FP16`), in
+/// one pass.
+pub fn scale_round_to_f16(x: &mut [f32], s: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if dot_x86::available() {
+        // SAFETY: the CPU has AVX-512 F and F16C (checked just above).
+        return unsafe { dot_x86::scale_round_to_f16(x, s) };
+    }
+    for v in x {
+        *v = f16::from_f32(*v * s).to_f32();
+    }
+}
+
+/// The largest element of `x` (NaN ignored, `NEG_INFINITY` if empty), as
+/// `x.iter().fold(f32::NEG_INFINITY, f32::max)` (the maximum `ops::softmax` subtracts).
+pub fn max(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if dot_x86::available() {
+        // SAFETY: the CPU has AVX-512 F (checked just above).
+        return unsafe { dot_x86::max(x) };
+    }
+    x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
 /// Which of ggml's two F16 matmul paths to follow.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Order {
@@ -322,6 +347,30 @@ mod tests {
                 assert_eq!(bits(&a), bits(&b), "kqv hd {hd} len {len}");
             }
         }
+    }
+
+    /// The one-pass scaling and rounding equals the two passes, and the vector maximum the
+    /// sequential one (NaN and infinities included).
+    #[test]
+    fn scale_round_and_max_equal_the_plain_loops() {
+        let mut seed = 11u32;
+        for len in [0usize, 1, 15, 16, 17, 48, 100] {
+            let x: Vec<f32> = (0..len).map(|_| noise(&mut seed, 50.0)).collect();
+            let s = 1.0 / (1.0 + noise(&mut seed, 1.0).abs());
+            let mut got = x.clone();
+            scale_round_to_f16(&mut got, s);
+            let mut want: Vec<f32> = x.iter().map(|v| v * s).collect();
+            round_to_f16(&mut want);
+            assert_eq!(got, want, "len {len}");
+            let mut y = x.clone();
+            if len > 3 {
+                y[len / 2] = f32::NAN;
+                y[1] = f32::NEG_INFINITY;
+            }
+            let want = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&y).to_bits(), want.to_bits(), "len {len}");
+        }
+        assert_eq!(max(&[f32::NEG_INFINITY; 20]), f32::NEG_INFINITY);
     }
 
     #[test]

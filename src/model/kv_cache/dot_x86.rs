@@ -275,6 +275,39 @@ pub fn round_to_f16(x: &mut [f32]) {
     }
 }
 
+/// `x[i] = f16(x[i] · s)` widened back (`dot::scale_round_to_f16`).
+#[target_feature(enable = "avx512f,f16c")]
+pub fn scale_round_to_f16(x: &mut [f32], s: f32) {
+    let sv = _mm512_set1_ps(s);
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        let y = _mm512_mul_ps(load(c), sv);
+        let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        store(c, _mm512_cvtph_ps(h));
+    }
+    for v in chunks.into_remainder() {
+        *v = f16::from_f32(*v * s).to_f32();
+    }
+}
+
+/// The largest element of `x`, NaN ignored (`dot::max`): `vmaxps` returns its second operand
+/// when either is NaN, and the running maximum, never NaN, is that operand.
+#[target_feature(enable = "avx512f")]
+pub fn max(x: &[f32]) -> f32 {
+    let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        m = _mm512_max_ps(load(c), m);
+    }
+    let mut lanes = [0f32; LANES];
+    store(&mut lanes, m);
+    lanes
+        .iter()
+        .chain(chunks.remainder())
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
 /// Columns `c0..c0 + 16·NV` of [`kqv_tile`]: for each lane `l`, the positions `j ≡ l (mod 16)`
 /// of `keys` are added in order into accumulators held in registers (one per query and vector),
 /// then stored to `acc[i·per_q + l·hd + c0..]` for the `nq` queries. A zero weight leaves its
