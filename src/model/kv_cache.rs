@@ -264,12 +264,12 @@ fn attend_tile(
     let kvh = h / (p.n_head / p.n_head_kv);
     // (TILE, head_dim) the queries rounded to f16; rows past nq are zero and their results
     // unused.
-    s.q16.clear();
     s.q16.resize(dot::TILE * p.head_dim, 0.0);
     for (i, t) in tokens.clone().enumerate() {
         s.q16[i * p.head_dim..][..p.head_dim]
             .copy_from_slice(&q[(t * p.n_head + h) * p.head_dim..][..p.head_dim]);
     }
+    s.q16[nq * p.head_dim..dot::TILE * p.head_dim].fill(0.0);
     dot::round_to_f16(&mut s.q16);
     // (TILE, row_len) the scores; row i is token i's own row of `attend_one` followed by cells
     // it does not see. The product writes whole groups of 16 keys from the first one any token

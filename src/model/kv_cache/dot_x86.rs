@@ -119,6 +119,7 @@ pub fn kqv<const ACCS: usize>(
 #[target_feature(enable = "avx512f")]
 fn reduce_lanes<const ACCS: usize>(acc: &[f32], o: &mut [f32]) {
     let hd = o.len();
+    assert!(hd.is_multiple_of(LANES) && acc.len() >= ACCS * LANES * hd);
     for d in (0..hd).step_by(LANES) {
         // s[l] joins the accumulators' lane l (a_r[l] is lane 16r + l). Plain loops, not
         // closures: a closure would not inherit this function's target features, and its
@@ -127,7 +128,9 @@ fn reduce_lanes<const ACCS: usize>(acc: &[f32], o: &mut [f32]) {
         for (l, s) in s.iter_mut().enumerate() {
             let mut a = [_mm512_setzero_ps(); ACCS];
             for (r, a) in a.iter_mut().enumerate() {
-                *a = load(&acc[(r * LANES + l) * hd + d..]);
+                // SAFETY: (r·16 + l)·hd + d + 16 <= ACCS·16·hd <= acc.len() (asserted above);
+                // the load is unaligned.
+                *a = unsafe { _mm512_loadu_ps(acc.as_ptr().add((r * LANES + l) * hd + d)) };
             }
             *s = combine::<ACCS>(|r| a[r]);
         }
