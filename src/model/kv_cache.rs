@@ -424,4 +424,48 @@ mod tests {
             dot::tile_available(64, 64)
         );
     }
+
+    /// Prefill attention time (one thread, the best of several runs) for the geometries of
+    /// SmolLM2 (9 heads over 3, width 64) and gemma3 (4 over 1, width 256): a quick A/B probe,
+    /// `cargo test --release --lib attention_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn attention_speed() {
+        let mut seed = 5u32;
+        for (n_head, n_head_kv, hd) in [(9, 3, 64), (4, 1, 256)] {
+            let p = AttnParams {
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+                head_dim_v: hd,
+                kq_scale: 1.0 / (hd as f32).sqrt(),
+                window: None,
+            };
+            let n = 512;
+            let mut cache = KvCache::new(1, n, n_head_kv * hd, n_head_kv * hd);
+            let k: Vec<f32> = (0..n * n_head_kv * hd)
+                .map(|_| noise(&mut seed, 2.0))
+                .collect();
+            let v: Vec<f32> = (0..n * n_head_kv * hd)
+                .map(|_| noise(&mut seed, 2.0))
+                .collect();
+            cache.store(0, &k, &v);
+            let q: Vec<f32> = (0..n * n_head * hd)
+                .map(|_| noise(&mut seed, 2.0))
+                .collect();
+            let mut out = vec![0f32; n * n_head * hd];
+            let par = ScopedThreads::new(1);
+            let best = (0..15)
+                .map(|_| {
+                    let t0 = std::time::Instant::now();
+                    attention_tiled(&cache, 0, &p, &q, &mut out, &par, true);
+                    t0.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min);
+            eprintln!(
+                "{n_head}/{n_head_kv} heads of {hd}, {n} tokens: {:.3} ms",
+                best * 1e3
+            );
+        }
+    }
 }
