@@ -174,37 +174,64 @@ pub fn kq_tile_t<const Q: usize>(
     let scale = _mm512_set1_ps(scale);
     for g in groups {
         let block = &kt[g * stride * LANES..][..hd * LANES];
-        // Pass k takes the lanes m = k + 4r (r < 4) of every query, Q·4 accumulators in
-        // registers, and leaves the quarter t_k = (P_k + P_k+8) + (P_k+4 + P_k+12).
+        let add = |a, b| _mm512_add_ps(a, b);
+        // Quarter t_k = (P_k + P_k+8) + (P_k+4 + P_k+12) of every query.
         let mut t = [[_mm512_setzero_ps(); 4]; Q];
-        for k in 0..4 {
-            let mut a = [[_mm512_setzero_ps(); 4]; Q];
-            for c in (0..hd).step_by(LANES) {
-                for r in 0..4 {
-                    let d = c + k + 4 * r;
-                    // SAFETY: d < hd, so the 16 halves at d·16 lie in `block` (hd·16 long).
-                    let kv = _mm512_cvtph_ps(unsafe {
-                        _mm256_loadu_si256(block.as_ptr().add(d * LANES).cast())
-                    });
-                    for (i, a) in a.iter_mut().enumerate() {
-                        // SAFETY: i < Q and d < hd, inside `q` (Q·hd long, asserted above).
-                        let qv = _mm512_set1_ps(unsafe { *q.get_unchecked(i * hd + d) });
-                        a[r] = _mm512_fmadd_ps(kv, qv, a[r]);
-                    }
+        if Q <= 4 {
+            // One pass per quarter: Q·4 accumulators in registers.
+            for k in 0..4 {
+                let a = kq_pass::<Q, 4>(block, q, hd, [k, k + 4, k + 8, k + 12]);
+                for (t, a) in t.iter_mut().zip(&a) {
+                    t[k] = add(add(a[0], a[2]), add(a[1], a[3]));
                 }
             }
-            for (t, a) in t.iter_mut().zip(&a) {
-                t[k] = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+        } else {
+            // Two passes per quarter, one per half: Q·2 accumulators in registers.
+            for k in 0..4 {
+                let lo = kq_pass::<Q, 2>(block, q, hd, [k, k + 8]);
+                let hi = kq_pass::<Q, 2>(block, q, hd, [k + 4, k + 12]);
+                for ((t, lo), hi) in t.iter_mut().zip(&lo).zip(&hi) {
+                    t[k] = add(add(lo[0], lo[1]), add(hi[0], hi[1]));
+                }
             }
         }
         for (i, t) in t.iter().enumerate() {
-            let r = _mm512_add_ps(_mm512_add_ps(t[0], t[2]), _mm512_add_ps(t[1], t[3]));
+            let r = add(add(t[0], t[2]), add(t[1], t[3]));
             store(
                 &mut scores[i * row_len + g * LANES..],
                 _mm512_mul_ps(r, scale),
             );
         }
     }
+}
+
+/// The lane accumulators `P_m` (m in `lanes`) of [`kq_tile_t`] for `Q` queries over one group's
+/// keys `block` (`hd·16` halves): `a[i][r]` gathers the elements `d ≡ lanes[r] (mod 16)` of
+/// query `i` by fused multiply-adds in the order of `d`.
+#[inline]
+#[target_feature(enable = "avx512f,f16c")]
+fn kq_pass<const Q: usize, const R: usize>(
+    block: &[f16],
+    q: &[f32],
+    hd: usize,
+    lanes: [usize; R],
+) -> [[__m512; R]; Q] {
+    assert!(block.len() >= hd * LANES && q.len() >= Q * hd && lanes.iter().all(|&m| m < LANES));
+    let mut a = [[_mm512_setzero_ps(); R]; Q];
+    for c in (0..hd).step_by(LANES) {
+        for (r, &m) in lanes.iter().enumerate() {
+            let d = c + m;
+            // SAFETY: d < hd, so the 16 halves at d·16 lie in `block` (asserted above).
+            let kv =
+                _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(block.as_ptr().add(d * LANES).cast()) });
+            for (i, a) in a.iter_mut().enumerate() {
+                // SAFETY: i < Q and d < hd, inside `q` (asserted above).
+                let qv = _mm512_set1_ps(unsafe { *q.get_unchecked(i * hd + d) });
+                a[r] = _mm512_fmadd_ps(kv, qv, a[r]);
+            }
+        }
+    }
+    a
 }
 
 /// [`kqv`] in tinyBLAS order (`ACCS = 1`) for `outs.len()` queries at once: query `i` has the
