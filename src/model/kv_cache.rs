@@ -302,19 +302,23 @@ fn attend_tile(
         *out_i = out_head(out, p, tokens.start + i, h);
     }
     let v = &cache.v[il][kvh * p.head_dim_v..];
-    // SAFETY: task (tokens, h) is the only writer of these head_dim_v-wide slices of `out`,
-    // which outlives `par.run`; the bounds were asserted in `attention`.
-    unsafe {
-        dot::kqv_tile(
-            v,
-            cache.n_embd_v,
-            &s.scores,
-            row_len,
-            first_pos(p, pos_lo)..pos_hi + 1,
-            &outs[..nq],
-            p.head_dim_v,
-            &mut s.acc,
-        );
+    for (c, outs) in outs[..nq].chunks(dot::KQV_TILE).enumerate() {
+        let i0 = c * dot::KQV_TILE;
+        let keys = first_pos(p, pos_lo + i0)..pos_lo + i0 + outs.len();
+        // SAFETY: task (tokens, h) is the only writer of these head_dim_v-wide slices of `out`,
+        // which outlives `par.run`; the bounds were asserted in `attention`.
+        unsafe {
+            dot::kqv_tile(
+                v,
+                cache.n_embd_v,
+                &s.scores[i0 * row_len..],
+                row_len,
+                keys,
+                outs,
+                p.head_dim_v,
+                &mut s.acc,
+            );
+        }
     }
 }
 
@@ -455,7 +459,7 @@ mod tests {
                 .collect();
             let mut out = vec![0f32; n * n_head * hd];
             let par = ScopedThreads::new(1);
-            let best = (0..15)
+            let best = (0..40)
                 .map(|_| {
                     let t0 = std::time::Instant::now();
                     attention_tiled(&cache, 0, &p, &q, &mut out, &par, true);

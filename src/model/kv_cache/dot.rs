@@ -63,9 +63,12 @@ pub fn kqv(
 }
 
 /// Queries per tile of [`kq_tile`] and [`kqv_tile`].
-pub const TILE: usize = 4;
+pub const TILE: usize = 8;
+/// Queries per call of [`kqv_tile`]; a tile of [`TILE`] takes several.
+pub const KQV_TILE: usize = 4;
+const _: () = assert!(TILE.is_multiple_of(KQV_TILE));
 #[cfg(target_arch = "x86_64")]
-const _: () = assert!(TILE == dot_x86::MAX_TILE_Q);
+const _: () = assert!(KQV_TILE == dot_x86::MAX_TILE_Q);
 
 /// Whether [`kq_tile`] and [`kqv_tile`] can take heads of `hd` (keys) and `hd_v` (values)
 /// elements on this CPU. Without them, attention takes one query at a time.
@@ -107,11 +110,11 @@ pub fn kq_tile(
     unreachable!("kq_tile called where tile_available is false");
 }
 
-/// [`kqv`] in `Order::TinyBlas` for [`TILE`] queries: query `i < outs.len()` weighs the value
-/// rows `keys` with `w[i·row_len + j]` (the rows past its own positions hold zeros; positions
-/// outside `keys` weigh zero for every query) and writes `hd` outputs to `outs[i]`, each
-/// bit-identical to `kqv(Order::TinyBlas, ..)` of that query. `w` holds [`TILE`] rows of
-/// `row_len`. Call only where [`tile_available`] holds.
+/// [`kqv`] in `Order::TinyBlas` for [`KQV_TILE`] queries: query `i < outs.len()` weighs the
+/// value rows `keys` with `w[i·row_len + j]` (the rows past its own positions hold zeros;
+/// positions outside `keys` weigh zero for every query) and writes `hd` outputs to `outs[i]`,
+/// each bit-identical to `kqv(Order::TinyBlas, ..)` of that query. `w` holds [`KQV_TILE`] rows
+/// of `row_len`. Call only where [`tile_available`] holds.
 ///
 /// # Safety
 /// Every `outs[i]` points to `hd` writable floats that nothing else accesses during the call.

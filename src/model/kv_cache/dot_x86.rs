@@ -222,8 +222,9 @@ fn kq_pass<const Q: usize, const R: usize>(
         for (r, &m) in lanes.iter().enumerate() {
             let d = c + m;
             // SAFETY: d < hd, so the 16 halves at d·16 lie in `block` (asserted above).
-            let kv =
-                _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(block.as_ptr().add(d * LANES).cast()) });
+            let kv = _mm512_cvtph_ps(unsafe {
+                _mm256_loadu_si256(block.as_ptr().add(d * LANES).cast())
+            });
             for (i, a) in a.iter_mut().enumerate() {
                 // SAFETY: i < Q and d < hd, inside `q` (asserted above).
                 let qv = _mm512_set1_ps(unsafe { *q.get_unchecked(i * hd + d) });
