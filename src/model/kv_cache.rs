@@ -22,6 +22,9 @@ pub struct KvCache {
     /// tiled products are not available): `kt[il][(g·n_embd_k + e)·16 + j % 16]` is element `e`
     /// of position `j = 16g + j % 16`. (layer, n_ctx / 16, n_embd_k, 16)
     kt: Vec<Vec<f16>>,
+    /// Whether every value ever stored in layer `il` is finite (the tiled kqv then skips no
+    /// zero weights: multiplying them in adds exactly nothing).
+    v_finite: Vec<bool>,
     len: usize,
 }
 
@@ -47,6 +50,7 @@ impl KvCache {
                     }
                 })
                 .collect(),
+            v_finite: vec![true; n_layer],
             len: 0,
         }
     }
@@ -102,6 +106,7 @@ impl KvCache {
         }
         let vs = &mut self.v[il][self.len * self.n_embd_v..(self.len + n) * self.n_embd_v];
         vs.convert_from_f32_slice(&v[..vs.len()]);
+        self.v_finite[il] &= vs.iter().all(|x| x.is_finite());
     }
 
     /// Marks `n` stored positions as filled, after every layer has stored them.
@@ -314,6 +319,7 @@ fn attend_tile(
                 &s.scores[i0 * row_len..],
                 row_len,
                 keys,
+                cache.v_finite[il],
                 outs,
                 p.head_dim_v,
                 &mut s.acc,
@@ -366,15 +372,21 @@ mod tests {
 
     /// Runs `n` new tokens after `pos0` cached ones, tiled and one query at a time, and
     /// compares the outputs bit for bit.
-    fn check(p: &AttnParams, pos0: usize, n: usize, threads: usize, seed: &mut u32) {
+    /// With `inf_v`, one value of the last position is infinite: the tokens before it weigh it
+    /// zero and must not see it.
+    fn check(p: &AttnParams, pos0: usize, n: usize, threads: usize, inf_v: bool, seed: &mut u32) {
         let (n_embd_k, n_embd_v) = (p.n_head_kv * p.head_dim, p.n_head_kv * p.head_dim_v);
         let mut cache = KvCache::new(2, pos0 + n + 3, n_embd_k, n_embd_v);
         let total = pos0 + n;
         // Wide keys and queries make the softmax peaky, so that many weights round to f16
         // zero (the products skip those).
         let k: Vec<f32> = (0..total * n_embd_k).map(|_| noise(seed, 8.0)).collect();
-        let v: Vec<f32> = (0..total * n_embd_v).map(|_| noise(seed, 2.0)).collect();
+        let mut v: Vec<f32> = (0..total * n_embd_v).map(|_| noise(seed, 2.0)).collect();
+        if inf_v {
+            v[(total - 1) * n_embd_v + 1] = f32::INFINITY;
+        }
         cache.store(1, &k, &v);
+        assert_eq!(cache.v_finite[1], !inf_v);
         cache.commit(pos0);
         let q: Vec<f32> = (0..n * p.n_head * p.head_dim)
             .map(|_| noise(seed, 8.0))
@@ -392,13 +404,16 @@ mod tests {
             p.head_dim,
             p.window
         );
-        assert!(tiled.iter().all(|x| x.is_finite()));
+        // The infinity (if any) is the last token's alone.
+        let last = (n - 1) * p.n_head * p.head_dim_v;
+        assert!(tiled[..last].iter().all(|x| x.is_finite()));
+        assert!(inf_v || tiled[last..].iter().all(|x| x.is_finite()));
     }
 
     /// The tiled path (several queries per task, where the CPU has it) gives exactly the bits
     /// of one query per task: odd token counts (a partial last tile), GQA, a sliding window,
-    /// head widths of llama (64), gemma3 (256), key and value heads of different widths, and
-    /// widths the tiles do not take (40, 24).
+    /// head widths of llama (64), gemma3 (256), key and value heads of different widths,
+    /// widths the tiles do not take (40, 24), and value caches with and without an infinity.
     #[test]
     fn tiled_attention_equals_per_query_bit_for_bit() {
         let mut seed = 0x9e37_79b9u32;
@@ -419,7 +434,11 @@ mod tests {
                     window,
                 };
                 for (pos0, n) in [(0, 2), (0, 7), (13, 5), (3, 64), (30, 33)] {
-                    check(&p, pos0, n, 1 + n % 2, &mut seed);
+                    check(&p, pos0, n, 1 + n % 2, false, &mut seed);
+                }
+                // Value rows with an infinity take the masked kqv.
+                for (pos0, n) in [(0, 7), (3, 64)] {
+                    check(&p, pos0, n, 1, true, &mut seed);
                 }
             }
         }

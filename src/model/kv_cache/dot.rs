@@ -114,7 +114,8 @@ pub fn kq_tile(
 /// value rows `keys` with `w[i·row_len + j]` (the rows past its own positions hold zeros;
 /// positions outside `keys` weigh zero for every query) and writes `hd` outputs to `outs[i]`,
 /// each bit-identical to `kqv(Order::TinyBlas, ..)` of that query. `w` holds [`KQV_TILE`] rows
-/// of `row_len`. Call only where [`tile_available`] holds.
+/// of `row_len`. `finite` promises every value in the rows of `keys` is finite (a faster path).
+/// Call only where [`tile_available`] holds.
 ///
 /// # Safety
 /// Every `outs[i]` points to `hd` writable floats that nothing else accesses during the call.
@@ -125,6 +126,7 @@ pub unsafe fn kqv_tile(
     w: &[f32],
     row_len: usize,
     keys: std::ops::Range<usize>,
+    finite: bool,
     outs: &[*mut f32],
     hd: usize,
     acc: &mut Vec<f32>,
@@ -133,9 +135,9 @@ pub unsafe fn kqv_tile(
     if tile_available(LANES, hd) {
         // SAFETY: `tile_available` checked the CPU features and the head width; the caller
         // vouches for `outs`.
-        return unsafe { dot_x86::kqv_tile(v, stride, w, row_len, keys, outs, hd, acc) };
+        return unsafe { dot_x86::kqv_tile(v, stride, w, row_len, keys, finite, outs, hd, acc) };
     }
-    let _ = (v, stride, w, row_len, keys, outs, hd, acc);
+    let _ = (v, stride, w, row_len, keys, finite, outs, hd, acc);
     unreachable!("kqv_tile called where tile_available is false");
 }
 

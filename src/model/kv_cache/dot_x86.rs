@@ -240,7 +240,8 @@ fn kq_pass<const Q: usize, const R: usize>(
 /// position weighs zero) and its output goes to `outs[i]` (`hd` wide). Each value row is widened
 /// once for all queries; every output is summed exactly as `kqv::<1>` sums it. `w` holds
 /// [`MAX_TILE_Q`] rows (those of absent queries are read but unused); `acc` is scratch space;
-/// `hd` must be a multiple of 16.
+/// `hd` must be a multiple of 16. `finite` says every value in the rows of `keys` is finite
+/// (zero weights then need no masking, see [`kqv_block`]).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F and F16C, and every `outs[i]` must point to `hd` writable floats
@@ -253,6 +254,7 @@ pub unsafe fn kqv_tile(
     w: &[f32],
     row_len: usize,
     keys: std::ops::Range<usize>,
+    finite: bool,
     outs: &[*mut f32],
     hd: usize,
     acc: &mut Vec<f32>,
@@ -277,11 +279,31 @@ pub unsafe fn kqv_tile(
         // SAFETY: the asserts above bound every read of `v` and `w` and `acc` holds
         // MAX_TILE_Q·per_q floats.
         unsafe {
-            match nv {
-                4 => kqv_block::<4>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc),
-                3 => kqv_block::<3>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc),
-                2 => kqv_block::<2>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc),
-                _ => kqv_block::<1>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc),
+            match (nv, finite) {
+                (4, true) => {
+                    kqv_block::<4, false>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
+                }
+                (3, true) => {
+                    kqv_block::<3, false>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
+                }
+                (2, true) => {
+                    kqv_block::<2, false>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
+                }
+                (_, true) => {
+                    kqv_block::<1, false>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
+                }
+                (4, false) => {
+                    kqv_block::<4, true>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
+                }
+                (3, false) => {
+                    kqv_block::<3, true>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
+                }
+                (2, false) => {
+                    kqv_block::<2, true>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
+                }
+                (_, false) => {
+                    kqv_block::<1, true>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
+                }
             }
         }
         c0 += nv * LANES;
@@ -341,8 +363,13 @@ pub fn max(x: &[f32]) -> f32 {
 
 /// Columns `c0..c0 + 16·NV` of [`kqv_tile`]: for each lane `l`, the positions `j ≡ l (mod 16)`
 /// of `keys` are added in order into accumulators held in registers (one per query and vector),
-/// then stored to `acc[i·per_q + l·hd + c0..]` for the `nq` queries. A zero weight leaves its
-/// accumulator untouched (a masked fused multiply-add), as the one-query code skips it.
+/// then stored to `acc[i·per_q + l·hd + c0..]` for the `nq` queries.
+///
+/// The one-query code skips a zero weight. With `MASKED`, a zero weight leaves its accumulator
+/// untouched (a masked fused multiply-add). Without (for value rows that are all finite), the
+/// zero weight is multiplied in: `fma(x, 0, a)` is `a + (±0)`, which is `a` bit for bit, since
+/// the accumulator is never -0: it starts at +0, a sum that is exactly zero rounds to +0, and
+/// products of two f16 values are never small enough for a nonzero sum to underflow to zero.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F and F16C; `keys.end <= row_len`, `w` holds [`MAX_TILE_Q`] rows
@@ -350,7 +377,7 @@ pub fn max(x: &[f32]) -> f32 {
 /// `c0 + 16·NV <= hd` and `acc` holds `MAX_TILE_Q·per_q` floats with `per_q >= 16·hd`.
 #[target_feature(enable = "avx512f,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kqv_block<const NV: usize>(
+unsafe fn kqv_block<const NV: usize, const MASKED: bool>(
     v: &[f16],
     stride: usize,
     w: &[f32],
@@ -368,16 +395,18 @@ unsafe fn kqv_block<const NV: usize>(
         let j0 = keys.start + (l + LANES - keys.start % LANES) % LANES;
         for j in (j0..keys.end).step_by(LANES) {
             let mut wv = [_mm512_setzero_ps(); MAX_TILE_Q];
-            let mut mask: [__mmask16; MAX_TILE_Q] = [0; MAX_TILE_Q];
+            let mut mask: [__mmask16; MAX_TILE_Q] = [0xffff; MAX_TILE_Q];
             for (i, (wv, mask)) in wv.iter_mut().zip(&mut mask).enumerate() {
                 // SAFETY: i < MAX_TILE_Q and j < keys.end <= row_len: inside `w`.
                 *wv = _mm512_set1_ps(unsafe { *w.get_unchecked(i * row_len + j) });
-                // All ones where the weight is not zero. Softmax weights are never -0, so
-                // this is `w != 0` (NaN included).
-                let bits = _mm512_castps_si512(*wv);
-                *mask = _mm512_test_epi32_mask(bits, bits);
+                if MASKED {
+                    // All ones where the weight is not zero. Softmax weights are never -0, so
+                    // this is `w != 0` (NaN included).
+                    let bits = _mm512_castps_si512(*wv);
+                    *mask = _mm512_test_epi32_mask(bits, bits);
+                }
             }
-            if mask.iter().fold(0, |m, &k| m | k) == 0 {
+            if MASKED && mask.iter().fold(0, |m, &k| m | k) == 0 {
                 continue; // adds exactly zero for every query
             }
             // SAFETY: j < keys.end, so the row's columns c0..c0 + 16·NV lie in `v`.
@@ -386,7 +415,11 @@ unsafe fn kqv_block<const NV: usize>(
                 // SAFETY: 16 halves inside the row (see above); the load is unaligned.
                 let x = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(row.add(c * LANES).cast()) });
                 for ((a, wv), mask) in a.iter_mut().zip(&wv).zip(&mask) {
-                    a[c] = _mm512_mask3_fmadd_ps(x, *wv, a[c], *mask);
+                    a[c] = if MASKED {
+                        _mm512_mask3_fmadd_ps(x, *wv, a[c], *mask)
+                    } else {
+                        _mm512_fmadd_ps(x, *wv, a[c])
+                    };
                 }
             }
         }
