@@ -136,8 +136,8 @@ pub struct AttnParams {
 /// `soft_max_ext`, the weights rounded to f16, `kqv = mul_mat(v, kq)` over the (transposed) value
 /// cache. Each dot product is summed in the order of the path ggml takes on x86: llamafile's
 /// tinyBLAS for a batch of two or more tokens, `ggml_vec_dot_f16` for one (see [`dot`]). A tile
-/// reads each key and value row once for all its tokens; every output element is still summed
-/// exactly as for one token alone.
+/// reads each key and value once for all its tokens — the keys from the transposed copy, sixteen
+/// keys to a vector — and every output element is still summed exactly as for one token alone.
 pub fn attention(
     cache: &KvCache,
     il: usize,
@@ -170,9 +170,11 @@ fn attention_tiled(
     } else {
         dot::Order::VecDot
     };
+    // The tiles read the transposed keys, which the cache keeps where the tiles are available.
     let block = if tiled
         && order == dot::Order::TinyBlas
         && dot::tile_available(p.head_dim, p.head_dim_v)
+        && !cache.kt[il].is_empty()
     {
         dot::TILE
     } else {
