@@ -263,15 +263,15 @@ pub unsafe fn kqv_tile(
     assert!(hd.is_multiple_of(LANES) && nq <= MAX_TILE_Q);
     assert!(keys.end <= row_len && w.len() >= MAX_TILE_Q * row_len);
     assert!(keys.is_empty() || (keys.end - 1) * stride + hd <= v.len());
-    // Each query's accumulators, padded by two cache lines so that those of different queries
-    // do not sit a multiple of 4 KiB apart (loads would wait on unrelated stores). Every element
-    // is written below before it is read.
-    let per_q = LANES * hd + 2 * LANES;
+    // Each query's lane accumulators of one block of columns (at most 4 vectors wide), padded by
+    // two cache lines so that those of different queries do not sit a multiple of 4 KiB apart
+    // (loads would wait on unrelated stores). Every element is written before it is read.
+    let per_q = LANES * 4 * LANES + 2 * LANES;
     if acc.len() < MAX_TILE_Q * per_q {
         acc.resize(MAX_TILE_Q * per_q, 0.0);
     }
     // Columns in blocks of at most 4 vectors, so that the accumulators of every query stay in
-    // registers.
+    // registers; each block is reduced while its accumulators are still in L1.
     let mut c0 = 0;
     while c0 < hd {
         let nv = ((hd - c0) / LANES).min(4);
@@ -280,38 +280,24 @@ pub unsafe fn kqv_tile(
         // MAX_TILE_Q·per_q floats.
         unsafe {
             match (nv, finite) {
-                (4, true) => {
-                    kqv_block::<4, false>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
-                }
-                (3, true) => {
-                    kqv_block::<3, false>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
-                }
-                (2, true) => {
-                    kqv_block::<2, false>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
-                }
-                (_, true) => {
-                    kqv_block::<1, false>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
-                }
-                (4, false) => {
-                    kqv_block::<4, true>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
-                }
-                (3, false) => {
-                    kqv_block::<3, true>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
-                }
-                (2, false) => {
-                    kqv_block::<2, true>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
-                }
-                (_, false) => {
-                    kqv_block::<1, true>(v, stride, w, row_len, keys, nq, c0, hd, per_q, acc)
-                }
+                (4, true) => kqv_block::<4, false>(v, stride, w, row_len, keys, nq, c0, per_q, acc),
+                (3, true) => kqv_block::<3, false>(v, stride, w, row_len, keys, nq, c0, per_q, acc),
+                (2, true) => kqv_block::<2, false>(v, stride, w, row_len, keys, nq, c0, per_q, acc),
+                (_, true) => kqv_block::<1, false>(v, stride, w, row_len, keys, nq, c0, per_q, acc),
+                (4, false) => kqv_block::<4, true>(v, stride, w, row_len, keys, nq, c0, per_q, acc),
+                (3, false) => kqv_block::<3, true>(v, stride, w, row_len, keys, nq, c0, per_q, acc),
+                (2, false) => kqv_block::<2, true>(v, stride, w, row_len, keys, nq, c0, per_q, acc),
+                (_, false) => kqv_block::<1, true>(v, stride, w, row_len, keys, nq, c0, per_q, acc),
             }
         }
-        c0 += nv * LANES;
-    }
-    for (i, &o) in outs.iter().enumerate() {
-        // SAFETY: the caller guarantees `o` is `hd` floats this call alone accesses.
-        let o = unsafe { std::slice::from_raw_parts_mut(o, hd) };
-        reduce_lanes::<1>(&acc[i * per_q..][..LANES * hd], o);
+        let width = nv * LANES;
+        for (i, &o) in outs.iter().enumerate() {
+            // SAFETY: the caller guarantees `o` is `hd` floats this call alone accesses, and
+            // c0 + width <= hd.
+            let o = unsafe { std::slice::from_raw_parts_mut(o.add(c0), width) };
+            reduce_lanes::<1>(&acc[i * per_q..][..LANES * width], o);
+        }
+        c0 += width;
     }
 }
 
@@ -363,7 +349,7 @@ pub fn max(x: &[f32]) -> f32 {
 
 /// Columns `c0..c0 + 16·NV` of [`kqv_tile`]: for each lane `l`, the positions `j ≡ l (mod 16)`
 /// of `keys` are added in order into accumulators held in registers (one per query and vector),
-/// then stored to `acc[i·per_q + l·hd + c0..]` for the `nq` queries.
+/// then stored to `acc[i·per_q + l·16·NV..]` for the `nq` queries.
 ///
 /// The one-query code skips a zero weight. With `MASKED`, a zero weight leaves its accumulator
 /// untouched (a masked fused multiply-add). Without (for value rows that are all finite), the
@@ -374,7 +360,8 @@ pub fn max(x: &[f32]) -> f32 {
 /// # Safety
 /// The CPU must have AVX-512 F and F16C; `keys.end <= row_len`, `w` holds [`MAX_TILE_Q`] rows
 /// of `row_len`, the value rows of `keys` lie in `v` (`(keys.end - 1)·stride + hd <= v.len()`),
-/// `c0 + 16·NV <= hd` and `acc` holds `MAX_TILE_Q·per_q` floats with `per_q >= 16·hd`.
+/// the columns `c0..c0 + 16·NV` lie in every row, and `acc` holds `MAX_TILE_Q·per_q` floats
+/// with `per_q >= 256·NV`.
 #[target_feature(enable = "avx512f,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn kqv_block<const NV: usize, const MASKED: bool>(
@@ -385,7 +372,6 @@ unsafe fn kqv_block<const NV: usize, const MASKED: bool>(
     keys: std::ops::Range<usize>,
     nq: usize,
     c0: usize,
-    hd: usize,
     per_q: usize,
     acc: &mut [f32],
 ) {
@@ -425,7 +411,7 @@ unsafe fn kqv_block<const NV: usize, const MASKED: bool>(
         }
         for (i, a) in a.iter().enumerate().take(nq) {
             for (c, a) in a.iter().enumerate() {
-                store(&mut acc[i * per_q + l * hd + c0 + c * LANES..], *a);
+                store(&mut acc[i * per_q + (l * NV + c) * LANES..], *a);
             }
         }
     }
