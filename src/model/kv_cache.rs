@@ -387,9 +387,19 @@ mod tests {
         if inf_v {
             v[(total - 1) * n_embd_v + 1] = f32::INFINITY;
         }
-        cache.store(1, &k, &v);
-        assert_eq!(cache.v_finite[1], !inf_v);
+        // The cached tokens, then the new ones (stored before attention, as the model does).
+        cache.store(1, &k[..pos0 * n_embd_k], &v[..pos0 * n_embd_v]);
         cache.commit(pos0);
+        cache.store(1, &k[pos0 * n_embd_k..], &v[pos0 * n_embd_v..]);
+        assert_eq!(cache.v_finite[1], !inf_v);
+        if !cache.kt[1].is_empty() {
+            for (j, row) in k.chunks_exact(n_embd_k).enumerate() {
+                for (e, &x) in row.iter().enumerate() {
+                    let t = cache.kt[1][((j / LANES) * n_embd_k + e) * LANES + j % LANES];
+                    assert_eq!(t, f16::from_f32(x), "transposed key {j} element {e}");
+                }
+            }
+        }
         let q: Vec<f32> = (0..n * p.n_head * p.head_dim)
             .map(|_| noise(seed, 8.0))
             .collect();
