@@ -445,7 +445,7 @@ mod tests {
                     kq_scale: 1.0 / (head_dim as f32).sqrt(),
                     window,
                 };
-                for (pos0, n) in [(0, 2), (0, 7), (13, 5), (3, 64), (30, 33)] {
+                for (pos0, n) in [(0, 2), (0, 7), (13, 5), (3, 64), (30, 33), (250, 21)] {
                     check(&p, pos0, n, 1 + n % 2, false, &mut seed);
                 }
                 // Value rows with an infinity take the masked kqv.
