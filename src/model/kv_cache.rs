@@ -3,6 +3,9 @@
 use super::vmath;
 use crate::kernels::matmul::Parallel;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
+use half::vec::HalfBitsVecExt;
+use vmath::LANES;
 
 mod dot;
 #[cfg(target_arch = "x86_64")]
@@ -15,6 +18,13 @@ pub struct KvCache {
     n_embd_v: usize,
     k: Vec<Vec<f16>>, // (layer, n_ctx, n_embd_k)
     v: Vec<Vec<f16>>, // (layer, n_ctx, n_embd_v)
+    /// The keys again, transposed in groups of 16 positions for the tiled q·k (empty where the
+    /// tiled products are not available): `kt[il][(g·n_embd_k + e)·16 + j % 16]` is element `e`
+    /// of position `j = 16g + j % 16`. (layer, n_ctx / 16, n_embd_k, 16)
+    kt: Vec<Vec<f16>>,
+    /// Whether every value ever stored in layer `il` is finite (the tiled kqv then skips no
+    /// zero weights: multiplying them in adds exactly nothing).
+    v_finite: Vec<bool>,
     len: usize,
 }
 
@@ -30,6 +40,17 @@ impl KvCache {
             v: (0..n_layer)
                 .map(|_| vec![f16::ZERO; n_ctx * n_embd_v])
                 .collect(),
+            kt: (0..n_layer)
+                .map(|_| {
+                    if dot::tile_available(n_embd_k, LANES) {
+                        // Zeroed pages from the allocator: only the groups written take memory.
+                        vec![0u16; n_ctx.next_multiple_of(LANES) * n_embd_k].reinterpret_into()
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect(),
+            v_finite: vec![true; n_layer],
             len: 0,
         }
     }
@@ -55,7 +76,14 @@ impl KvCache {
 
     /// Bytes held by the cache.
     pub fn bytes(&self) -> usize {
-        self.k.len() * self.n_ctx * (self.n_embd_k + self.n_embd_v) * 2
+        let rows: usize = self
+            .k
+            .iter()
+            .chain(&self.v)
+            .chain(&self.kt)
+            .map(Vec::len)
+            .sum();
+        rows * std::mem::size_of::<f16>()
     }
 
     /// Stores keys and values of `n` new tokens of layer `il` at positions `len..len + n`
@@ -65,13 +93,20 @@ impl KvCache {
     pub fn store(&mut self, il: usize, k: &[f32], v: &[f32]) {
         let n = k.len() / self.n_embd_k;
         let ks = &mut self.k[il][self.len * self.n_embd_k..(self.len + n) * self.n_embd_k];
-        for (d, &s) in ks.iter_mut().zip(k) {
-            *d = f16::from_f32(s);
+        ks.convert_from_f32_slice(&k[..ks.len()]);
+        if !self.kt[il].is_empty() {
+            let e = self.n_embd_k;
+            for (t, row) in ks.chunks_exact(e).enumerate() {
+                let j = self.len + t;
+                let group = &mut self.kt[il][j / LANES * e * LANES..][..e * LANES];
+                for (d, &x) in group.iter_mut().skip(j % LANES).step_by(LANES).zip(row) {
+                    *d = x;
+                }
+            }
         }
         let vs = &mut self.v[il][self.len * self.n_embd_v..(self.len + n) * self.n_embd_v];
-        for (d, &s) in vs.iter_mut().zip(v) {
-            *d = f16::from_f32(s);
-        }
+        vs.convert_from_f32_slice(&v[..vs.len()]);
+        self.v_finite[il] &= vs.iter().all(|x| x.is_finite());
     }
 
     /// Marks `n` stored positions as filled, after every layer has stored them.
@@ -101,8 +136,8 @@ pub struct AttnParams {
 /// `soft_max_ext`, the weights rounded to f16, `kqv = mul_mat(v, kq)` over the (transposed) value
 /// cache. Each dot product is summed in the order of the path ggml takes on x86: llamafile's
 /// tinyBLAS for a batch of two or more tokens, `ggml_vec_dot_f16` for one (see [`dot`]). A tile
-/// reads each key and value row once for all its tokens; every output element is still summed
-/// exactly as for one token alone.
+/// reads each key and value once for all its tokens — the keys from the transposed copy, sixteen
+/// keys to a vector — and every output element is still summed exactly as for one token alone.
 pub fn attention(
     cache: &KvCache,
     il: usize,
@@ -135,9 +170,11 @@ fn attention_tiled(
     } else {
         dot::Order::VecDot
     };
+    // The tiles read the transposed keys, which the cache keeps where the tiles are available.
     let block = if tiled
         && order == dot::Order::TinyBlas
         && dot::tile_available(p.head_dim, p.head_dim_v)
+        && !cache.kt[il].is_empty()
     {
         dot::TILE
     } else {
@@ -234,60 +271,70 @@ fn attend_tile(
     let kvh = h / (p.n_head / p.n_head_kv);
     // (TILE, head_dim) the queries rounded to f16; rows past nq are zero and their results
     // unused.
-    s.q16.clear();
     s.q16.resize(dot::TILE * p.head_dim, 0.0);
     for (i, t) in tokens.clone().enumerate() {
         s.q16[i * p.head_dim..][..p.head_dim]
             .copy_from_slice(&q[(t * p.n_head + h) * p.head_dim..][..p.head_dim]);
     }
+    s.q16[nq * p.head_dim..dot::TILE * p.head_dim].fill(0.0);
     dot::round_to_f16(&mut s.q16);
     // (TILE, row_len) the scores; row i is token i's own row of `attend_one` followed by cells
-    // it does not see.
-    let row_len = (pos_hi + 1).next_multiple_of(vmath::LANES);
-    s.scores.clear();
-    s.scores.resize(dot::TILE * row_len, f32::NEG_INFINITY);
-    let k = &cache.k[il][kvh * p.head_dim..];
+    // it does not see. The product writes whole groups of 16 keys from the first one any token
+    // sees, the loop below every other cell of rows 0..nq, so stale values need no clearing.
+    let row_len = (pos_hi + 1).next_multiple_of(LANES);
+    if s.scores.len() < dot::TILE * row_len {
+        s.scores.resize(dot::TILE * row_len, 0.0);
+    }
     dot::kq_tile(
-        k,
+        &cache.kt[il][kvh * p.head_dim * LANES..],
         cache.n_embd_k,
-        first_pos(p, pos_lo)..pos_hi + 1,
+        first_pos(p, pos_lo) / LANES..row_len / LANES,
         &s.q16,
+        p.kq_scale,
         &mut s.scores,
         row_len,
     );
-    let mut lens = [0usize; dot::TILE];
     let mut outs = [std::ptr::null_mut(); dot::TILE];
-    for i in 0..nq {
+    for (i, out_i) in outs.iter_mut().enumerate().take(nq) {
         let pos = pos_lo + i;
         let row = &mut s.scores[i * row_len..][..row_len];
-        let (seen, rest) = row.split_at_mut(pos + 1);
-        let first = first_pos(p, pos);
-        seen[..first].fill(f32::NEG_INFINITY);
-        for x in &mut seen[first..] {
-            *x *= p.kq_scale;
-        }
-        rest.fill(f32::NEG_INFINITY);
-        let own = &mut row[..(pos + 1).next_multiple_of(vmath::LANES)];
-        super::ops::softmax(own);
-        dot::round_to_f16(own);
-        lens[i] = pos + 1;
-        outs[i] = out_head(out, p, tokens.start + i, h);
+        let own_len = (pos + 1).next_multiple_of(LANES);
+        let (own, past) = row.split_at_mut(own_len);
+        let (seen, unseen) = own.split_at_mut(pos + 1);
+        seen[..first_pos(p, pos)].fill(f32::NEG_INFINITY);
+        unseen.fill(f32::NEG_INFINITY);
+        softmax_to_f16(own);
+        // Positions of later tokens in the tile weigh zero for this one.
+        past.fill(0.0);
+        *out_i = out_head(out, p, tokens.start + i, h);
     }
     let v = &cache.v[il][kvh * p.head_dim_v..];
-    // SAFETY: task (tokens, h) is the only writer of these head_dim_v-wide slices of `out`,
-    // which outlives `par.run`; the bounds were asserted in `attention`.
-    unsafe {
-        dot::kqv_tile(
-            v,
-            cache.n_embd_v,
-            &s.scores,
-            row_len,
-            &lens[..nq],
-            &outs[..nq],
-            p.head_dim_v,
-            &mut s.acc,
-        );
+    for (c, outs) in outs[..nq].chunks(dot::KQV_TILE).enumerate() {
+        let i0 = c * dot::KQV_TILE;
+        let keys = first_pos(p, pos_lo + i0)..pos_lo + i0 + outs.len();
+        // SAFETY: task (tokens, h) is the only writer of these head_dim_v-wide slices of `out`,
+        // which outlives `par.run`; the bounds were asserted in `attention`.
+        unsafe {
+            dot::kqv_tile(
+                v,
+                cache.n_embd_v,
+                &s.scores[i0 * row_len..],
+                row_len,
+                keys,
+                cache.v_finite[il],
+                outs,
+                p.head_dim_v,
+                &mut s.acc,
+            );
+        }
     }
+}
+
+/// `ops::softmax` of one row followed by `dot::round_to_f16`, with the vector maximum and the
+/// scaling and rounding in one pass (the same bits).
+fn softmax_to_f16(x: &mut [f32]) {
+    let sum = vmath::soft_max_row(x, dot::max(x));
+    dot::scale_round_to_f16(x, (1.0 / sum) as f32);
 }
 
 /// Per-thread buffers of one attention task, reused across tasks and calls.
@@ -327,16 +374,32 @@ mod tests {
 
     /// Runs `n` new tokens after `pos0` cached ones, tiled and one query at a time, and
     /// compares the outputs bit for bit.
-    fn check(p: &AttnParams, pos0: usize, n: usize, threads: usize, seed: &mut u32) {
+    /// With `inf_v`, one value of the last position is infinite: the tokens before it weigh it
+    /// zero and must not see it.
+    fn check(p: &AttnParams, pos0: usize, n: usize, threads: usize, inf_v: bool, seed: &mut u32) {
         let (n_embd_k, n_embd_v) = (p.n_head_kv * p.head_dim, p.n_head_kv * p.head_dim_v);
         let mut cache = KvCache::new(2, pos0 + n + 3, n_embd_k, n_embd_v);
         let total = pos0 + n;
         // Wide keys and queries make the softmax peaky, so that many weights round to f16
         // zero (the products skip those).
         let k: Vec<f32> = (0..total * n_embd_k).map(|_| noise(seed, 8.0)).collect();
-        let v: Vec<f32> = (0..total * n_embd_v).map(|_| noise(seed, 2.0)).collect();
-        cache.store(1, &k, &v);
+        let mut v: Vec<f32> = (0..total * n_embd_v).map(|_| noise(seed, 2.0)).collect();
+        if inf_v {
+            v[(total - 1) * n_embd_v + 1] = f32::INFINITY;
+        }
+        // The cached tokens, then the new ones (stored before attention, as the model does).
+        cache.store(1, &k[..pos0 * n_embd_k], &v[..pos0 * n_embd_v]);
         cache.commit(pos0);
+        cache.store(1, &k[pos0 * n_embd_k..], &v[pos0 * n_embd_v..]);
+        assert_eq!(cache.v_finite[1], !inf_v);
+        if !cache.kt[1].is_empty() {
+            for (j, row) in k.chunks_exact(n_embd_k).enumerate() {
+                for (e, &x) in row.iter().enumerate() {
+                    let t = cache.kt[1][((j / LANES) * n_embd_k + e) * LANES + j % LANES];
+                    assert_eq!(t, f16::from_f32(x), "transposed key {j} element {e}");
+                }
+            }
+        }
         let q: Vec<f32> = (0..n * p.n_head * p.head_dim)
             .map(|_| noise(seed, 8.0))
             .collect();
@@ -353,13 +416,16 @@ mod tests {
             p.head_dim,
             p.window
         );
-        assert!(tiled.iter().all(|x| x.is_finite()));
+        // The infinity (if any) is the last token's alone.
+        let last = (n - 1) * p.n_head * p.head_dim_v;
+        assert!(tiled[..last].iter().all(|x| x.is_finite()));
+        assert!(inf_v || tiled[last..].iter().all(|x| x.is_finite()));
     }
 
     /// The tiled path (several queries per task, where the CPU has it) gives exactly the bits
     /// of one query per task: odd token counts (a partial last tile), GQA, a sliding window,
-    /// head widths of llama (64), gemma3 (256), key and value heads of different widths, and
-    /// widths the tiles do not take (40, 24).
+    /// head widths of llama (64), gemma3 (256), key and value heads of different widths,
+    /// widths the tiles do not take (40, 24), and value caches with and without an infinity.
     #[test]
     fn tiled_attention_equals_per_query_bit_for_bit() {
         let mut seed = 0x9e37_79b9u32;
@@ -379,8 +445,12 @@ mod tests {
                     kq_scale: 1.0 / (head_dim as f32).sqrt(),
                     window,
                 };
-                for (pos0, n) in [(0, 2), (0, 7), (13, 5), (3, 64), (30, 33)] {
-                    check(&p, pos0, n, 1 + n % 2, &mut seed);
+                for (pos0, n) in [(0, 2), (0, 7), (13, 5), (3, 64), (30, 33), (250, 21)] {
+                    check(&p, pos0, n, 1 + n % 2, false, &mut seed);
+                }
+                // Value rows with an infinity take the masked kqv.
+                for (pos0, n) in [(0, 7), (3, 64)] {
+                    check(&p, pos0, n, 1, true, &mut seed);
                 }
             }
         }
@@ -388,5 +458,49 @@ mod tests {
             "tiled path available for 64/64: {}",
             dot::tile_available(64, 64)
         );
+    }
+
+    /// Prefill attention time (one thread, the best of several runs) for the geometries of
+    /// SmolLM2 (9 heads over 3, width 64) and gemma3 (4 over 1, width 256): a quick A/B probe,
+    /// `cargo test --release --lib attention_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn attention_speed() {
+        let mut seed = 5u32;
+        for (n_head, n_head_kv, hd) in [(9, 3, 64), (4, 1, 256)] {
+            let p = AttnParams {
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+                head_dim_v: hd,
+                kq_scale: 1.0 / (hd as f32).sqrt(),
+                window: None,
+            };
+            let n = 512;
+            let mut cache = KvCache::new(1, n, n_head_kv * hd, n_head_kv * hd);
+            let k: Vec<f32> = (0..n * n_head_kv * hd)
+                .map(|_| noise(&mut seed, 2.0))
+                .collect();
+            let v: Vec<f32> = (0..n * n_head_kv * hd)
+                .map(|_| noise(&mut seed, 2.0))
+                .collect();
+            cache.store(0, &k, &v);
+            let q: Vec<f32> = (0..n * n_head * hd)
+                .map(|_| noise(&mut seed, 2.0))
+                .collect();
+            let mut out = vec![0f32; n * n_head * hd];
+            let par = ScopedThreads::new(1);
+            let best = (0..40)
+                .map(|_| {
+                    let t0 = std::time::Instant::now();
+                    attention_tiled(&cache, 0, &p, &q, &mut out, &par, true);
+                    t0.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min);
+            eprintln!(
+                "{n_head}/{n_head_kv} heads of {hd}, {n} tokens: {:.3} ms",
+                best * 1e3
+            );
+        }
     }
 }

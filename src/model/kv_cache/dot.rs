@@ -63,9 +63,12 @@ pub fn kqv(
 }
 
 /// Queries per tile of [`kq_tile`] and [`kqv_tile`].
-pub const TILE: usize = 4;
+pub const TILE: usize = 8;
+/// Queries per call of [`kqv_tile`]; a tile of [`TILE`] takes several.
+pub const KQV_TILE: usize = 4;
+const _: () = assert!(TILE.is_multiple_of(KQV_TILE));
 #[cfg(target_arch = "x86_64")]
-const _: () = assert!(TILE <= dot_x86::MAX_TILE_Q);
+const _: () = assert!(KQV_TILE == dot_x86::MAX_TILE_Q);
 
 /// Whether [`kq_tile`] and [`kqv_tile`] can take heads of `hd` (keys) and `hd_v` (values)
 /// elements on this CPU. Without them, attention takes one query at a time.
@@ -82,14 +85,16 @@ pub fn tile_available(hd: usize, hd_v: usize) -> bool {
 }
 
 /// [`kq`] in `Order::TinyBlas` for [`TILE`] queries (`q`, (TILE, hd), rounded to f16) against
-/// the key rows `keys` of `k` (row `j` at `k[j·stride..]`): `scores[i·row_len + j]` for each
-/// query `i` and key `j`, each bit-identical to `kq(Order::TinyBlas, ..)` of that pair.
-/// Call only where [`tile_available`] holds.
+/// the keys of the groups of 16 positions `groups`, read from the transposed keys `kt` of one
+/// head (element `d` of key `16g + l` at `kt[(g·stride + d)·16 + l]`), times `scale`:
+/// `scores[i·row_len + j]` for each query `i` and key `j` of those groups, each bit-identical to
+/// `kq(Order::TinyBlas, ..) * scale` of that pair. Call only where [`tile_available`] holds.
 pub fn kq_tile(
-    k: &[f16],
+    kt: &[f16],
     stride: usize,
-    keys: std::ops::Range<usize>,
+    groups: std::ops::Range<usize>,
     q: &[f32],
+    scale: f32,
     scores: &mut [f32],
     row_len: usize,
 ) {
@@ -97,15 +102,20 @@ pub fn kq_tile(
     if tile_available(q.len() / TILE, LANES) {
         // SAFETY: `tile_available` checked the CPU has AVX-512 F and F16C and that the head is
         // whole vectors.
-        return unsafe { dot_x86::kq_tile::<TILE>(k, stride, keys, q, scores, row_len) };
+        return unsafe {
+            dot_x86::kq_tile_t::<TILE>(kt, stride, groups, q, scale, scores, row_len)
+        };
     }
-    let _ = (k, stride, keys, q, scores, row_len);
+    let _ = (kt, stride, groups, q, scale, scores, row_len);
     unreachable!("kq_tile called where tile_available is false");
 }
 
-/// [`kqv`] in `Order::TinyBlas` for several queries: query `i` weighs the value rows with
-/// `w[i·row_len..][..lens[i]]` and writes `hd` outputs to `outs[i]`, each bit-identical to
-/// `kqv(Order::TinyBlas, ..)` of that query. Call only where [`tile_available`] holds.
+/// [`kqv`] in `Order::TinyBlas` for [`KQV_TILE`] queries: query `i < outs.len()` weighs the
+/// value rows `keys` with `w[i·row_len + j]` (the rows past its own positions hold zeros;
+/// positions outside `keys` weigh zero for every query) and writes `hd` outputs to `outs[i]`,
+/// each bit-identical to `kqv(Order::TinyBlas, ..)` of that query. `w` holds [`KQV_TILE`] rows
+/// of `row_len`. `finite` promises every value in the rows of `keys` is finite (a faster path).
+/// Call only where [`tile_available`] holds.
 ///
 /// # Safety
 /// Every `outs[i]` points to `hd` writable floats that nothing else accesses during the call.
@@ -115,7 +125,8 @@ pub unsafe fn kqv_tile(
     stride: usize,
     w: &[f32],
     row_len: usize,
-    lens: &[usize],
+    keys: std::ops::Range<usize>,
+    finite: bool,
     outs: &[*mut f32],
     hd: usize,
     acc: &mut Vec<f32>,
@@ -124,9 +135,9 @@ pub unsafe fn kqv_tile(
     if tile_available(LANES, hd) {
         // SAFETY: `tile_available` checked the CPU features and the head width; the caller
         // vouches for `outs`.
-        return unsafe { dot_x86::kqv_tile(v, stride, w, row_len, lens, outs, hd, acc) };
+        return unsafe { dot_x86::kqv_tile(v, stride, w, row_len, keys, finite, outs, hd, acc) };
     }
-    let _ = (v, stride, w, row_len, lens, outs, hd, acc);
+    let _ = (v, stride, w, row_len, keys, finite, outs, hd, acc);
     unreachable!("kqv_tile called where tile_available is false");
 }
 
@@ -140,6 +151,31 @@ pub fn round_to_f16(x: &mut [f32]) {
     for v in x {
         *v = f16::from_f32(*v).to_f32();
     }
+}
+
+/// `x[i] = f16(x[i] · s)` widened back: the softmax's scaling by the inverse sum and ggml's
+/// conversion of the weights to f16 (`ggml_vec_scale_f32`, then `GGML_CPU_FP32_TO_FP16`), in
+/// one pass.
+pub fn scale_round_to_f16(x: &mut [f32], s: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if dot_x86::available() {
+        // SAFETY: the CPU has AVX-512 F and F16C (checked just above).
+        return unsafe { dot_x86::scale_round_to_f16(x, s) };
+    }
+    for v in x {
+        *v = f16::from_f32(*v * s).to_f32();
+    }
+}
+
+/// The largest element of `x` (NaN ignored, `NEG_INFINITY` if empty), as
+/// `x.iter().fold(f32::NEG_INFINITY, f32::max)` (the maximum `ops::softmax` subtracts).
+pub fn max(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if dot_x86::available() {
+        // SAFETY: the CPU has AVX-512 F (checked just above).
+        return unsafe { dot_x86::max(x) };
+    }
+    x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Which of ggml's two F16 matmul paths to follow.
@@ -316,6 +352,30 @@ mod tests {
                 assert_eq!(bits(&a), bits(&b), "kqv hd {hd} len {len}");
             }
         }
+    }
+
+    /// The one-pass scaling and rounding equals the two passes, and the vector maximum the
+    /// sequential one (NaN and infinities included).
+    #[test]
+    fn scale_round_and_max_equal_the_plain_loops() {
+        let mut seed = 11u32;
+        for len in [0usize, 1, 15, 16, 17, 48, 100] {
+            let x: Vec<f32> = (0..len).map(|_| noise(&mut seed, 50.0)).collect();
+            let s = 1.0 / (1.0 + noise(&mut seed, 1.0).abs());
+            let mut got = x.clone();
+            scale_round_to_f16(&mut got, s);
+            let mut want: Vec<f32> = x.iter().map(|v| v * s).collect();
+            round_to_f16(&mut want);
+            assert_eq!(got, want, "len {len}");
+            let mut y = x.clone();
+            if len > 3 {
+                y[len / 2] = f32::NAN;
+                y[1] = f32::NEG_INFINITY;
+            }
+            let want = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&y).to_bits(), want.to_bits(), "len {len}");
+        }
+        assert_eq!(max(&[f32::NEG_INFINITY; 20]), f32::NEG_INFINITY);
     }
 
     #[test]
