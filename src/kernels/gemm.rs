@@ -30,6 +30,8 @@ mod x86_avx512_q6_k;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_q8_0;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_rows16;
+#[cfg(target_arch = "x86_64")]
 pub(super) mod x86_avx512_tq2;
 
 #[cfg(target_arch = "x86_64")]

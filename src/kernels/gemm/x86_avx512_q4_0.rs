@@ -5,23 +5,16 @@
 //!
 //! The rows are read in place (no repacked copy): the 16 bytes of quants of 16 rows' block `b`
 //! are loaded four rows to a register and transposed in 128-bit lanes, so that lane `i` of
-//! register `j` holds dword `j` of row [`row_of`]`(i)`. Each lane then is one row: eight
+//! register `j` holds dword `j` of row `row_of(i)`. Each lane then is one row: eight
 //! `vpdpbusd` (unsigned nibble codes `q` × four activation bytes broadcast from memory) form all
 //! 16 rows' integer sums of a token at once, and the float steps run on 16 lanes — per lane
 //! exactly the scalar operations of the spec. `Σ q · a − 8 · Σ a` is the same exact integer as
 //! `Σ (q − 8) · a`; `Σ a` is formed once per token and block.
 
+use super::x86_avx512_rows16::{bcast4, f16_lanes, store_rows, transpose16, R};
 use super::GemmKernel;
 use crate::kernels::x86_avx2::{Q4_0, Q8_0, QK};
 use core::arch::x86_64::*;
-
-/// Rows per tile: one per 32-bit lane of a 512-bit register.
-const R: usize = 16;
-
-/// The row whose sums lane `i` holds after the in-lane transpose (lane `4L + m` ↔ row `4m + L`).
-const fn row_of(i: usize) -> usize {
-    4 * (i % 4) + i / 4
-}
 
 /// `−8 · Σ a` and `d` of one token's Q8_0 block at `y`.
 ///
@@ -85,17 +78,6 @@ unsafe fn token_quad(y: [*const u8; 4]) -> (__m128i, __m128) {
     (neg, _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)))
 }
 
-/// The dword at `p`, broadcast (`vpdpbusd`'s `{1to16}` memory operand).
-///
-/// # Safety
-/// `p` must point to 4 readable bytes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn bcast4(p: *const u8) -> __m512i {
-    // SAFETY: 4 readable bytes at `p` (caller); unaligned read.
-    _mm512_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
-}
-
 /// One 16 × `T` tile; see [`GemmKernel`] for the arguments.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
@@ -120,33 +102,12 @@ fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out
         for line in b * lines / nb..(b + 1) * lines / nb {
             _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line).cast());
         }
-        let row = |r: usize| unsafe { _mm_loadu_si128(blk.add(r * ws + 2).cast()) };
-        let z: [__m512i; 4] = std::array::from_fn(|m| {
-            let v = _mm512_castsi128_si512(row(4 * m));
-            let v = _mm512_inserti32x4::<1>(v, row(4 * m + 1));
-            let v = _mm512_inserti32x4::<2>(v, row(4 * m + 2));
-            _mm512_inserti32x4::<3>(v, row(4 * m + 3))
-        });
-        let t0 = _mm512_unpacklo_epi32(z[0], z[1]);
-        let t1 = _mm512_unpackhi_epi32(z[0], z[1]);
-        let t2 = _mm512_unpacklo_epi32(z[2], z[3]);
-        let t3 = _mm512_unpackhi_epi32(z[2], z[3]);
-        let wd = [
-            _mm512_unpacklo_epi64(t0, t2),
-            _mm512_unpackhi_epi64(t0, t2),
-            _mm512_unpacklo_epi64(t1, t3),
-            _mm512_unpackhi_epi64(t1, t3),
-        ];
+        let wd = unsafe { transpose16(blk.add(2), ws) };
         // Codes of elements 4j.. (low nibbles) and 16 + 4j.. (high nibbles), rows in lanes.
         let lo: [__m512i; 4] = std::array::from_fn(|j| _mm512_and_si512(wd[j], low));
         let hi: [__m512i; 4] =
             std::array::from_fn(|j| _mm512_and_si512(_mm512_srli_epi16::<4>(wd[j]), low));
-        // The 16 rows' `d`, four f16s to a general register (a gather is several times
-        // slower on AMD Zen 4), then converted (exact).
-        let d = |i: usize| unsafe { blk.add(row_of(i) * ws).cast::<u16>().read_unaligned() };
-        let quad =
-            |k: usize| (0..4).fold(0u64, |q, i| q | (d(4 * k + i) as u64) << (16 * i)) as i64;
-        let d_w = _mm512_cvtph_ps(_mm256_set_epi64x(quad(3), quad(2), quad(1), quad(0)));
+        let d_w = unsafe { f16_lanes(blk, ws) };
         // Per token: `−8 · Σ a` (the start of `Σ q · a`) and `d`, broadcast.
         let y = |t: usize| unsafe { ap.add(t * as_ + b * Q8_0) };
         let mut quads = [(_mm_setzero_si128(), _mm_setzero_ps()); 4];
@@ -182,14 +143,7 @@ fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out
             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
         }
     }
-    for (t, acc) in acc.iter().enumerate() {
-        let mut lanes = [0f32; R];
-        // SAFETY: `lanes` is 64 writable bytes; unaligned store.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *acc) };
-        for (i, v) in lanes.into_iter().enumerate() {
-            out[t * R + row_of(i)] = v;
-        }
-    }
+    store_rows(&acc, out);
 }
 
 fn gemm8(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {

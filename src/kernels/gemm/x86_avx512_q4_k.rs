@@ -6,7 +6,7 @@
 //!
 //! Rows in lanes, as the Q4_0 tile (`x86_avx512_q4_0.rs`): the rows are read in place, 16 bytes
 //! of 16 rows loaded four rows to a register and transposed in 128-bit lanes, so that lane `i`
-//! of register `j` holds dword `j` of row [`row_of`]`(i)`. Then
+//! of register `j` holds dword `j` of row `row_of(i)`. Then
 //! - the super-block header (`d`, `dmin` and the 12 packed scale bytes: 16 bytes) gives the 16
 //!   rows' `d`, `dmin`, and their 6-bit scales and mins unpacked per lane with the masks of
 //!   ggml's `get_scale_min_k4`, once for `T` tokens;
@@ -18,60 +18,14 @@
 //!   makes `imin`;
 //! - the float steps run on 16 lanes, per lane exactly the scalar operations of the spec.
 
+use super::x86_avx512_rows16::{bcast4, store_rows, transpose16, R};
 use super::GemmKernel;
 use crate::kernels::x86_avx2::{Q4K, Q8K, Q8K_BSUMS, Q8K_QS};
 use core::arch::x86_64::*;
 use ggml_compat::QK_K;
 
-/// Rows per tile: one per 32-bit lane of a 512-bit register.
-const R: usize = 16;
-
 /// Byte offsets inside a Q4_K block (`d: f16`, `dmin: f16`, `scales: [u8; 12]`, `qs: [u8; 128]`).
 const Q4K_QS: usize = 16;
-
-/// The row whose sums lane `i` holds after the in-lane transpose (lane `4L + m` ↔ row `4m + L`).
-const fn row_of(i: usize) -> usize {
-    4 * (i % 4) + i / 4
-}
-
-/// The 16 bytes at `p + r · ws` of rows `r = 0..16`, transposed: lane `i` of register `j` is
-/// dword `j` of row [`row_of`]`(i)`.
-///
-/// # Safety
-/// `p + r · ws .. + 16` must be readable for every `r < 16`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn transpose16(p: *const u8, ws: usize) -> [__m512i; 4] {
-    // SAFETY: 16 readable bytes at each row (caller); unaligned loads.
-    let row = |r: usize| unsafe { _mm_loadu_si128(p.add(r * ws).cast()) };
-    let z: [__m512i; 4] = std::array::from_fn(|m| {
-        let v = _mm512_castsi128_si512(row(4 * m));
-        let v = _mm512_inserti32x4::<1>(v, row(4 * m + 1));
-        let v = _mm512_inserti32x4::<2>(v, row(4 * m + 2));
-        _mm512_inserti32x4::<3>(v, row(4 * m + 3))
-    });
-    let t0 = _mm512_unpacklo_epi32(z[0], z[1]);
-    let t1 = _mm512_unpackhi_epi32(z[0], z[1]);
-    let t2 = _mm512_unpacklo_epi32(z[2], z[3]);
-    let t3 = _mm512_unpackhi_epi32(z[2], z[3]);
-    [
-        _mm512_unpacklo_epi64(t0, t2),
-        _mm512_unpackhi_epi64(t0, t2),
-        _mm512_unpacklo_epi64(t1, t3),
-        _mm512_unpackhi_epi64(t1, t3),
-    ]
-}
-
-/// The dword at `p`, broadcast (`vpdpbusd`'s and `vpmaddwd`'s `{1to16}` memory operand).
-///
-/// # Safety
-/// `p` must point to 4 readable bytes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn bcast4(p: *const u8) -> __m512i {
-    // SAFETY: 4 readable bytes at `p` (caller); unaligned read.
-    _mm512_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
-}
 
 /// Byte `i` of each dword of `v`, zero-extended.
 #[inline]
@@ -194,15 +148,8 @@ fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out
             }
         }
     }
-    for t in 0..T {
-        let mut lanes = [0f32; R];
-        let v = _mm512_sub_ps(acc[t], acc_min[t]);
-        // SAFETY: `lanes` is 64 writable bytes; unaligned store.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
-        for (i, v) in lanes.into_iter().enumerate() {
-            out[t * R + row_of(i)] = v;
-        }
-    }
+    let results: [__m512; T] = std::array::from_fn(|t| _mm512_sub_ps(acc[t], acc_min[t]));
+    store_rows(&results, out);
 }
 
 fn gemm8(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {

@@ -4,7 +4,7 @@
 //!
 //! Rows in lanes, as in `x86_avx512_q4_0.rs`: the rows are read in place, 16 bytes of 16 rows at
 //! a time loaded four rows to a register and transposed in 128-bit lanes, so that lane `i` of a
-//! register holds a dword of row [`row_of`]`(i)`. In a Q6_K block the four elements `4k..4k + 3`
+//! register holds a dword of row `row_of(i)`. In a Q6_K block the four elements `4k..4k + 3`
 //! take their low nibbles from four consecutive `ql` bytes and their high bits from four
 //! consecutive `qh` bytes, so each transposed `ql`/`qh` dword pair gives, by shifts and masks,
 //! the dword of 6-bit codes (0..63) of four elements of the 16 rows. The 64 code registers of a
@@ -20,52 +20,17 @@
 //! Bounds (all exact in i32): `|Σ q · a|` of a sub-block ≤ 16 · 63 · 128, times `|sc|` ≤ 128,
 //! sixteen of them; `|32 · sc|` ≤ 4096 fits an i16, `|bsum|` ≤ 16 · 128.
 
+use super::x86_avx512_rows16::{bcast4, f16_lanes, store_rows, transpose16, R};
 use super::GemmKernel;
 use crate::kernels::x86_avx2::{Q6K, Q8K, Q8K_BSUMS, Q8K_QS};
 use core::arch::x86_64::*;
 use ggml_compat::QK_K;
-
-/// Rows per tile: one per 32-bit lane of a 512-bit register.
-const R: usize = 16;
 
 /// Byte offsets in a Q6_K block.
 const QL: usize = 0;
 const QH: usize = 128;
 const SCALES: usize = 192;
 const D: usize = 208;
-
-/// The row whose values lane `i` holds after the in-lane transpose (lane `4L + m` ↔ row `4m + L`).
-const fn row_of(i: usize) -> usize {
-    4 * (i % 4) + i / 4
-}
-
-/// The 16 bytes at `p + r · ws` of the 16 rows `r`, transposed: lane `i` of register `d` is the
-/// dword `d` of row [`row_of`]`(i)`.
-///
-/// # Safety
-/// `p + r · ws .. + 16` must be readable for every `r < 16`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn transpose16(p: *const u8, ws: usize) -> [__m512i; 4] {
-    // SAFETY: 16 readable bytes at `p + r · ws` (caller); unaligned loads.
-    let row = |r: usize| unsafe { _mm_loadu_si128(p.add(r * ws).cast()) };
-    let z: [__m512i; 4] = std::array::from_fn(|m| {
-        let v = _mm512_castsi128_si512(row(4 * m));
-        let v = _mm512_inserti32x4::<1>(v, row(4 * m + 1));
-        let v = _mm512_inserti32x4::<2>(v, row(4 * m + 2));
-        _mm512_inserti32x4::<3>(v, row(4 * m + 3))
-    });
-    let t0 = _mm512_unpacklo_epi32(z[0], z[1]);
-    let t1 = _mm512_unpackhi_epi32(z[0], z[1]);
-    let t2 = _mm512_unpacklo_epi32(z[2], z[3]);
-    let t3 = _mm512_unpackhi_epi32(z[2], z[3]);
-    [
-        _mm512_unpacklo_epi64(t0, t2),
-        _mm512_unpackhi_epi64(t0, t2),
-        _mm512_unpacklo_epi64(t1, t3),
-        _mm512_unpackhi_epi64(t1, t3),
-    ]
-}
 
 /// `(a & 0x0F) | (b & 0xF0)` per byte.
 #[inline]
@@ -78,7 +43,8 @@ fn low_high(a: __m512i, b: __m512i) -> __m512i {
 /// The weights of the 16 rows' super-block at `blk` (row `r` at `blk + r · ws`), unpacked:
 /// `codes[k]` the codes of elements `4k..4k + 3`, `sc[s]` the scale of sub-block `s` (i32),
 /// `corr[2j]` / `corr[2j + 1]` the scales of sub-blocks `(4j, 4j + 2)` / `(4j + 1, 4j + 3)`
-/// times −32 (i16 pairs), and the rows' `d` — every lane in the row order of [`row_of`].
+/// times −32 (i16 pairs), and the rows' `d` — every lane in the row order of `row_of`
+/// (`x86_avx512_rows16.rs`).
 ///
 /// # Safety
 /// `blk + r · ws .. + Q6K` must be readable for every `r < 16`.
@@ -132,22 +98,8 @@ unsafe fn unpack(
         corr[2 * j] = _mm512_mullo_epi16(even, minus32);
         corr[2 * j + 1] = _mm512_mullo_epi16(_mm512_srai_epi16::<8>(v), minus32);
     }
-    // The 16 rows' `d`, four f16s to a general register, then converted (exact).
-    // SAFETY: the 2 bytes of `d` of each row's block (caller); unaligned reads.
-    let d = |i: usize| unsafe { blk.add(row_of(i) * ws + D).cast::<u16>().read_unaligned() };
-    let quad = |k: usize| (0..4).fold(0u64, |q, i| q | (d(4 * k + i) as u64) << (16 * i)) as i64;
-    _mm512_cvtph_ps(_mm256_set_epi64x(quad(3), quad(2), quad(1), quad(0)))
-}
-
-/// The dword at `p`, broadcast (`vpdpbusd`'s `{1to16}` memory operand).
-///
-/// # Safety
-/// `p` must point to 4 readable bytes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn bcast4(p: *const u8) -> __m512i {
-    // SAFETY: 4 readable bytes at `p` (caller); unaligned read.
-    _mm512_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
+    // SAFETY: the 2 bytes of `d` of each row's block (caller).
+    unsafe { f16_lanes(blk.add(D), ws) }
 }
 
 /// Adds 8 tokens' products with the 16 unpacked rows of one super-block to `acc` (token t's
@@ -243,14 +195,7 @@ fn tile<const T: usize>(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out
             unsafe { group(&codes, &sc, &corr, d_w, ys, acc.try_into().unwrap()) };
         }
     }
-    for (t, acc) in acc.iter().enumerate() {
-        let mut lanes = [0f32; R];
-        // SAFETY: `lanes` is 64 writable bytes; unaligned store.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *acc) };
-        for (i, v) in lanes.into_iter().enumerate() {
-            out[t * R + row_of(i)] = v;
-        }
-    }
+    store_rows(&acc, out);
 }
 
 fn gemm32(n: usize, w: &[u8], ws: usize, a: &[u8], as_: usize, out: &mut [f32]) {
