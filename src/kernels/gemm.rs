@@ -124,22 +124,43 @@ pub(super) fn q4_k_gemm_kernel(isa: Isa, rows: usize, until: usize) -> Option<Ge
 }
 
 /// The batched kernel of weight type `ty` for the table of `isa` whose results equal `order`'s
-/// per-pair function bit for bit, shaped for a product of `n_tokens` tokens, if there is one.
-pub(super) fn kernel(isa: Isa, ty: GgmlType, order: Order, n_tokens: usize) -> Option<GemmKernel> {
+/// per-pair function bit for bit, shaped for a product of `rows` rows × `n_tokens` tokens, if
+/// there is one. The 16-row AVX-512 K-quant tiles are taken for row counts they divide; other
+/// matrices take the AVX2 4-row tile of the same order, so that at most 3 rows are left to the
+/// (far slower) per-pair function.
+pub(super) fn kernel(
+    isa: Isa,
+    ty: GgmlType,
+    order: Order,
+    rows: usize,
+    n_tokens: usize,
+) -> Option<GemmKernel> {
     match order {
         Order::VecDot => vec_dot_kernel(isa, ty),
-        Order::Q4KGemm if ty == GgmlType::Q4_K => q4_k_gemm_kernel(isa, 16, 8),
+        Order::Q4KGemm if ty == GgmlType::Q4_K => q4_k_gemm_kernel(isa, rows, 8),
         #[cfg(target_arch = "x86_64")]
-        Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx512 && isa.is_available() => {
+        Order::Q6KTiled
+            if ty == GgmlType::Q6_K
+                && isa == Isa::Avx512
+                && isa.is_available()
+                && rows.is_multiple_of(16) =>
+        {
             // SAFETY: this CPU has every feature of the AVX-512 table (checked just above).
             Some(unsafe { x86_avx512_q6_k::kernel(n_tokens) })
         }
         #[cfg(target_arch = "x86_64")]
-        Order::Q6KTiled if ty == GgmlType::Q6_K && isa == Isa::Avx2 && isa.is_available() => {
+        Order::Q6KTiled
+            if ty == GgmlType::Q6_K
+                && matches!(isa, Isa::Avx512 | Isa::Avx2)
+                && Isa::Avx2.is_available() =>
+        {
             // SAFETY: this CPU has every feature of the AVX2 table (checked just above).
             Some(unsafe { x86_avx2_kquants::q6_k_tiled_kernel() })
         }
-        _ => None,
+        _ => {
+            let _ = (rows, n_tokens);
+            None
+        }
     }
 }
 
@@ -235,7 +256,7 @@ pub(super) mod tests {
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             let t = table(isa).unwrap();
             for ty in crate::kernels::supported_types() {
-                let Some(g) = kernel(isa, ty, Order::VecDot, 64) else {
+                let Some(g) = kernel(isa, ty, Order::VecDot, 16, 64) else {
                     continue;
                 };
                 let k = t.get(ty).unwrap();
@@ -337,7 +358,7 @@ pub(super) mod tests {
         let mut seed = 0x2545_f491u32;
         let mut checked = 0;
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
-            let q6 = |n_tokens| kernel(isa, GgmlType::Q6_K, Order::Q6KTiled, n_tokens);
+            let q6 = |n_tokens| kernel(isa, GgmlType::Q6_K, Order::Q6KTiled, 16, n_tokens);
             let cases = [
                 (GgmlType::Q4_K, q4_k_gemm_kernel(isa, 16, 8)),
                 (GgmlType::Q4_K, q4_k_gemm_kernel(isa, 16, 4)),
@@ -411,7 +432,8 @@ pub(super) mod tests {
     /// gives the gemm order for the tokens in whole groups of four and the gemv order for the
     /// rest (row counts a multiple of 16 or only of 8, token counts taking the 8- or the
     /// 4-token tile), and Q6_K from 8 tokens the tiled order (16-row tiles of 8, 16 or 32 tokens
-    /// chosen by the last chunk, rows and tokens left over, fewer rows than a tile) — bit for bit.
+    /// chosen by the last chunk; the 4-row tile where 16 does not divide the rows; rows and
+    /// tokens left over, fewer rows than a tile) — bit for bit.
     #[test]
     fn matmul_keeps_the_k_quant_orders() {
         use crate::kernels::{matmul, repack, WeightMatrix};

@@ -466,7 +466,7 @@ pub fn matmul_with<P: Parallel + ?Sized>(
         Some(tb) => Some(tb.tile),
         None if order == gemm::Order::Q40Repack => gemm::q4_0_repack_kernel(isa, n_tokens),
         None if order == gemm::Order::Q4KGemm => gemm::q4_k_gemm_kernel(isa, rows, batched_until),
-        None if n_tokens >= 2 => gemm::kernel(isa, w.ty, order, n_tokens),
+        None if n_tokens >= 2 => gemm::kernel(isa, w.ty, order, rows, n_tokens),
         // One token: several rows' vec_dots side by side (`gemv.rs`).
         None if order == gemm::Order::VecDot => super::gemv::kernel(isa, w.ty),
         None => None,
