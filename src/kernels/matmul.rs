@@ -17,6 +17,7 @@ use super::gemm::{self, tinyblas, GemmKernel};
 use super::{kernels, repack, VecDot};
 use ggml_compat::quant::{quantize_row, QuantError};
 use ggml_compat::GgmlType;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A weight matrix of `rows` × `cols` elements of one ggml type, stored row-major as ggml stores
@@ -586,6 +587,19 @@ struct Dots {
     gemv: bool,
 }
 
+/// The first `len` floats of `space`, zeroed: a tile's output buffer, sized to the tile, so that
+/// a task or decode gemv call zeroes only the floats its tile writes rather than the whole
+/// `MAX_OUT`-float array (2 KiB, sized for the widest tile).
+fn zeroed(space: &mut [MaybeUninit<f32>], len: usize) -> &mut [f32] {
+    let space = &mut space[..len];
+    for x in space.iter_mut() {
+        x.write(0.0);
+    }
+    // SAFETY: every element of `space` was just initialized, and `MaybeUninit<f32>` has the
+    // layout of `f32`.
+    unsafe { &mut *(space as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// Computes one task's tile: with a batched kernel (usable for tokens before `until`), whole
 /// `g.rows` × `g.tokens` sub-tiles through it (weight rows outermost, so the task's activations
 /// stay in cache), and the rows and tokens left over one `vec_dot` each.
@@ -605,8 +619,8 @@ fn tile(
     }
     let mut r = rows.start;
     if let Some((g, until)) = batched {
-        let mut buf = [0f32; GemmKernel::MAX_OUT];
-        let buf = &mut buf[..g.rows * g.tokens];
+        let mut space = [const { MaybeUninit::uninit() }; GemmKernel::MAX_OUT];
+        let buf = zeroed(&mut space, g.rows * g.tokens);
         while r + g.rows <= rows.end {
             let w_rows = &w.data[r * w.row_bytes..];
             let mut t = tokens.start;
@@ -649,8 +663,8 @@ fn gemv_tile(
 ) {
     let run = rows.len() / g.rows;
     let a = &act[t * act_row..(t + 1) * act_row];
-    let mut buf = [0f32; GemmKernel::MAX_OUT];
-    let buf = &mut buf[..g.rows];
+    let mut space = [const { MaybeUninit::uninit() }; GemmKernel::MAX_OUT];
+    let buf = zeroed(&mut space, g.rows);
     for r in rows.start..rows.start + run {
         (g.run)(
             w.cols,
