@@ -247,6 +247,28 @@ pub(super) mod tests {
             .collect()
     }
 
+    /// Asserts that every output `out[t * rows + r]` equals `want(r, t)` bit for bit (a tile's
+    /// or a matmul's outputs against their per-pair specification), naming `what`, the row and
+    /// the token on a mismatch; returns how many outputs were compared.
+    pub(in crate::kernels) fn assert_outputs(
+        out: &[f32],
+        rows: usize,
+        what: &dyn std::fmt::Display,
+        want: impl Fn(usize, usize) -> f32,
+    ) -> usize {
+        for (t, outs) in out.chunks_exact(rows).enumerate() {
+            for (r, got) in outs.iter().enumerate() {
+                let want = want(r, t);
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{what}, row {r} token {t}: {got} vs {want}"
+                );
+            }
+        }
+        out.len()
+    }
+
     /// Each tile output equals the table's vec_dot bit for bit, for every type with a tile on
     /// every instruction set this CPU runs, block counts odd and even.
     #[test]
@@ -291,22 +313,12 @@ pub(super) mod tests {
                     }
                     let mut out = vec![f32::NAN; g.rows * g.tokens];
                     (g.run)(n, &w, ws, &a, as_, &mut out);
-                    for r in 0..g.rows {
-                        for tok in 0..g.tokens {
-                            let want = (k.vec_dot)(
-                                n,
-                                &w[r * ws..r * ws + wb],
-                                &a[tok * as_..tok * as_ + ab],
-                            );
-                            let got = out[tok * g.rows + r];
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{isa} {ty} {blocks} blocks, row {r} token {tok}: {got} vs {want}"
-                            );
-                            checked += 1;
-                        }
-                    }
+                    checked += assert_outputs(
+                        &out,
+                        g.rows,
+                        &format_args!("{isa} {ty} {blocks} blocks"),
+                        |r, t| (k.vec_dot)(n, &w[r * ws..][..wb], &a[t * as_..][..ab]),
+                    );
                 }
             }
         }
@@ -405,21 +417,12 @@ pub(super) mod tests {
                     }
                     let mut out = vec![f32::NAN; g.rows * g.tokens];
                     (g.run)(n, &w, ws, &a, as_, &mut out);
-                    for r in 0..g.rows {
-                        for tok in 0..g.tokens {
-                            let want =
-                                per_pair(n, &w[r * ws..r * ws + wb], &a[tok * as_..tok * as_ + ab]);
-                            let got = out[tok * g.rows + r];
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{isa} {ty} {}x{} {blocks} blocks, row {r} token {tok}: {got} vs {want}",
-                                g.rows,
-                                g.tokens
-                            );
-                            checked += 1;
-                        }
-                    }
+                    checked += assert_outputs(
+                        &out,
+                        g.rows,
+                        &format_args!("{isa} {ty} {}x{} {blocks} blocks", g.rows, g.tokens),
+                        |r, t| per_pair(n, &w[r * ws..][..wb], &a[t * as_..][..ab]),
+                    );
                 }
             }
         }
@@ -469,26 +472,19 @@ pub(super) mod tests {
             for threads in 1..=3 {
                 let mut out = vec![f32::NAN; rows * n_tokens];
                 matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
-                for t in 0..n_tokens {
-                    for r in 0..rows {
-                        let per_pair: crate::kernels::VecDot = match ty {
-                            _ if scalar => crate::kernels::kernels(ty).unwrap().vec_dot,
-                            GgmlType::Q4_K if t < until => repack::vec_dot_q4_k_q8_k_gemm,
-                            GgmlType::Q4_K => repack::vec_dot_q4_k_q8_k_gemv,
-                            _ if n_tokens < repack::TILED_MIN_BATCH => {
-                                crate::kernels::kernels(ty).unwrap().vec_dot
-                            }
-                            _ => repack::vec_dot_q6_k_q8_k_tiled,
-                        };
-                        let want = per_pair(cols, wm.row(r).unwrap(), &a[t * ab..(t + 1) * ab]);
-                        let got = out[t * rows + r];
-                        assert_eq!(
-                            got.to_bits(),
-                            want.to_bits(),
-                            "{ty} {rows} rows, {n_tokens} tokens on {threads}: [t {t}][r {r}]"
-                        );
-                    }
-                }
+                let what = format_args!("{ty} {rows} rows, {n_tokens} tokens on {threads}");
+                assert_outputs(&out, rows, &what, |r, t| {
+                    let per_pair: crate::kernels::VecDot = match ty {
+                        _ if scalar => crate::kernels::kernels(ty).unwrap().vec_dot,
+                        GgmlType::Q4_K if t < until => repack::vec_dot_q4_k_q8_k_gemm,
+                        GgmlType::Q4_K => repack::vec_dot_q4_k_q8_k_gemv,
+                        _ if n_tokens < repack::TILED_MIN_BATCH => {
+                            crate::kernels::kernels(ty).unwrap().vec_dot
+                        }
+                        _ => repack::vec_dot_q6_k_q8_k_tiled,
+                    };
+                    per_pair(cols, wm.row(r).unwrap(), &a[t * ab..(t + 1) * ab])
+                });
             }
         }
     }
@@ -568,22 +564,15 @@ pub(super) mod tests {
                 for threads in 1..=3 {
                     let mut out = vec![f32::NAN; rows * n_tokens];
                     matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
-                    for t in 0..n_tokens {
-                        for r in 0..rows {
-                            let ar = &a[t * ab..(t + 1) * ab];
-                            let want = if tb {
-                                tinyblas::vec_dot_f16_tinyblas(cols, wm.row(r).unwrap(), ar)
-                            } else {
-                                (k.vec_dot)(cols, wm.row(r).unwrap(), ar)
-                            };
-                            let got = out[t * rows + r];
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{ty} {rows}x{cols}, {n_tokens} tokens on {threads}: [t {t}][r {r}]"
-                            );
+                    let what = format_args!("{ty} {rows}x{cols}, {n_tokens} tokens on {threads}");
+                    assert_outputs(&out, rows, &what, |r, t| {
+                        let ar = &a[t * ab..(t + 1) * ab];
+                        if tb {
+                            tinyblas::vec_dot_f16_tinyblas(cols, wm.row(r).unwrap(), ar)
+                        } else {
+                            (k.vec_dot)(cols, wm.row(r).unwrap(), ar)
                         }
-                    }
+                    });
                 }
             }
         }
@@ -663,18 +652,12 @@ pub(super) mod tests {
                     };
                     let mut out = vec![f32::NAN; g.rows * g.tokens];
                     (g.run)(n, &ops.w, ops.ws, &ops.a, ops.as_, &mut out);
-                    for r in 0..g.rows {
-                        for t in 0..g.tokens {
-                            let want = spec(n, ops.w_row(r), ops.a_row(t));
-                            let got = out[t * g.rows + r];
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{isa} {blocks} blocks, row {r} token {t}: {got} vs {want}"
-                            );
-                            checked += 1;
-                        }
-                    }
+                    checked += assert_outputs(
+                        &out,
+                        g.rows,
+                        &format_args!("{isa} {blocks} blocks"),
+                        |r, t| spec(n, ops.w_row(r), ops.a_row(t)),
+                    );
                 }
             }
         }
@@ -709,17 +692,10 @@ pub(super) mod tests {
                 for threads in 1..=3 {
                     let mut out = vec![f32::NAN; rows * n_tokens];
                     matmul(&wm, &x, n_tokens, &mut out, threads).unwrap();
-                    for t in 0..n_tokens {
-                        for r in 0..rows {
-                            let want = per_pair(cols, wm.row(r).unwrap(), &a[t * ab..][..ab]);
-                            let got = out[t * rows + r];
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{rows} rows, {n_tokens} tokens on {threads}: [t {t}][r {r}]"
-                            );
-                        }
-                    }
+                    let what = format_args!("{rows} rows, {n_tokens} tokens on {threads}");
+                    assert_outputs(&out, rows, &what, |r, t| {
+                        per_pair(cols, wm.row(r).unwrap(), &a[t * ab..][..ab])
+                    });
                 }
             }
         }

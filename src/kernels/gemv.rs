@@ -56,7 +56,7 @@ fn kernel_rows(isa: Isa, ty: GgmlType, rows: usize) -> Option<GemmKernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::gemm::tests::values;
+    use crate::kernels::gemm::tests::{assert_outputs, values};
     use crate::kernels::{quantize_activations, table};
     use ggml_compat::quant::quantize_row;
 
@@ -99,15 +99,12 @@ mod tests {
                         quantize_activations(vdt, &a, n, &mut aq).unwrap();
                         let mut out = vec![f32::NAN; rows];
                         (g.run)(n, &wq[1..], row_bytes, &aq, aq.len(), &mut out);
-                        for (r, got) in out.iter().enumerate() {
-                            let w_row = &wq[1 + r * row_bytes..][..row_bytes];
-                            let want = (k.vec_dot)(n, w_row, &aq);
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{isa} {ty} {rows} rows × {blocks} blocks, row {r}: {got} vs {want}"
-                            );
-                        }
+                        assert_outputs(
+                            &out,
+                            rows,
+                            &format_args!("{isa} {ty} {rows} rows × {blocks} blocks"),
+                            |r, _| (k.vec_dot)(n, &wq[1 + r * row_bytes..][..row_bytes], &aq),
+                        );
                         checked += 1;
                     }
                 }
