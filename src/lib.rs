@@ -7,6 +7,8 @@ pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod sample;
+#[cfg(test)]
+mod testing;
 pub mod threadpool;
 pub mod tokenizer;
 

@@ -273,10 +273,7 @@ mod tests {
         let mut seed = 0x1234_5678u32;
         let mut x: Vec<f32> = (0..32 * 64)
             .map(|i| {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                let v = (seed as f32 / u32::MAX as f32 - 0.5) * 10f32.powi((i / 32) % 9 - 4);
+                let v = crate::testing::xorshift(&mut seed) * 10f32.powi((i / 32) % 9 - 4);
                 if i % 97 == 3 {
                     (v * 8.0).round() / 8.0
                 } else {
@@ -306,12 +303,7 @@ mod tests {
     #[test]
     fn q8_k_equals_reference_bytes() {
         let mut seed = 0x2468_ace1u32;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed as f32 / u32::MAX as f32 - 0.5
-        };
+        let mut rnd = || crate::testing::xorshift(&mut seed);
         let blocks = 40;
         let mut x: Vec<f32> = (0..QK_K * blocks)
             .map(|i| rnd() * 10f32.powi((i / QK_K) as i32 % 13 - 6))

@@ -234,10 +234,7 @@ pub(super) mod tests {
     pub(in crate::kernels) fn values(seed: &mut u32, len: usize) -> Vec<f32> {
         (0..len)
             .map(|i| {
-                *seed ^= *seed << 13;
-                *seed ^= *seed >> 17;
-                *seed ^= *seed << 5;
-                let v = (*seed as f32 / u32::MAX as f32 - 0.5) * 8.0;
+                let v = crate::testing::xorshift(seed) * 8.0;
                 match (i / 32) % 7 {
                     3 => v * 1e-3,
                     5 => v * 50.0,

@@ -310,12 +310,7 @@ mod tests {
     fn q4_k_gemv_equals_portable_bit_for_bit() {
         let Some(k) = super::q4_k_gemv() else { return };
         let mut seed = 0xdead_beefu32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32 - 0.5) * 8.0
-        };
+        let mut next = || crate::testing::xorshift(&mut seed) * 8.0;
         for blocks in 1..=6usize {
             let n = 256 * blocks;
             for row in 0..8 {

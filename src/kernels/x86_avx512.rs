@@ -354,12 +354,7 @@ mod tests {
         }
         let (t512, t2) = (table(Isa::Avx512).unwrap(), table(Isa::Avx2).unwrap());
         let mut seed = 0x1234_5678u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32 - 0.5) * 8.0
-        };
+        let mut next = || crate::testing::xorshift(&mut seed) * 8.0;
         use GgmlType::*;
         for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
             for blocks in [1usize, 2, 5, 18] {

@@ -366,10 +366,7 @@ mod tests {
     use crate::kernels::matmul::ScopedThreads;
 
     fn noise(seed: &mut u32, scale: f32) -> f32 {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 17;
-        *seed ^= *seed << 5;
-        (*seed as f32 / u32::MAX as f32 - 0.5) * scale
+        crate::testing::xorshift(seed) * scale
     }
 
     /// Runs `n` new tokens after `pos0` cached ones, tiled and one query at a time, and

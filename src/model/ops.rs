@@ -386,12 +386,7 @@ mod tests {
     #[test]
     fn geglu_vector_equals_scalar_bit_for_bit() {
         let mut seed = 0x1234_5678u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed as f32 / u32::MAX as f32 - 0.5
-        };
+        let mut next = || crate::testing::xorshift(&mut seed);
         let mut x: Vec<f32> = (0..4103)
             .map(|i| match i % 5 {
                 0 => next() * 40.0,
@@ -448,12 +443,7 @@ mod tests {
         let mut seed = 0x5151_7a7au32;
         for (row, rows) in [(576usize, 40usize), (1536, 13), (100, 300), (7, 1)] {
             let len = row * rows;
-            let mut rnd = || {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                (seed as f32 / u32::MAX as f32 - 0.5) * 24.0
-            };
+            let mut rnd = || crate::testing::xorshift(&mut seed) * 24.0;
             let gate: Vec<f32> = (0..len).map(|_| rnd()).collect();
             let up: Vec<f32> = (0..len).map(|_| rnd()).collect();
             let (mut want, mut got) = (gate.clone(), gate.clone());

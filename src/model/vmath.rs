@@ -268,10 +268,7 @@ mod tests {
             let mut seed = 0x9e37_79b9u32;
             let mut x: Vec<f32> = (0..4099)
                 .map(|i| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    let u = seed as f32 / u32::MAX as f32 - 0.5;
+                    let u = crate::testing::xorshift(&mut seed);
                     match i % 7 {
                         0 => u * 400.0,
                         1 => u * 30.0,

@@ -289,10 +289,7 @@ mod tests {
     use super::*;
 
     fn noise(seed: &mut u32, scale: f32) -> f32 {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 17;
-        *seed ^= *seed << 5;
-        (*seed as f32 / u32::MAX as f32 - 0.5) * scale
+        crate::testing::xorshift(seed) * scale
     }
 
     /// The f16-reading products (the AVX-512 path where the CPU has it) equal the portable
