@@ -442,27 +442,17 @@ pub(crate) fn pack_codes(ty: GgmlType, block: &mut [u8], codes: &[i32]) {
 /// alone) for any other type.
 pub(crate) fn set_scale(ty: GgmlType, block: &mut [u8], d: half::f16) -> bool {
     use GgmlType::*;
+    /// Rewrites the block as a `B` whose scale `d_of` gives.
+    fn set<B: bytemuck::Pod>(block: &mut [u8], d: half::f16, d_of: fn(&mut B) -> &mut half::f16) {
+        let mut b: B = read(block);
+        *d_of(&mut b) = d;
+        write(block, &b);
+    }
     match ty {
-        TQ1_0 => {
-            let mut b: BlockTQ1_0 = read(block);
-            b.d = d;
-            write(block, &b);
-        }
-        TQ2_0 => {
-            let mut b: BlockTQ2_0 = read(block);
-            b.d = d;
-            write(block, &b);
-        }
-        Q1_0 => {
-            let mut b: BlockQ1_0 = read(block);
-            b.d = d;
-            write(block, &b);
-        }
-        Q2_0 => {
-            let mut b: BlockQ2_0 = read(block);
-            b.d = d;
-            write(block, &b);
-        }
+        TQ1_0 => set::<BlockTQ1_0>(block, d, |b| &mut b.d),
+        TQ2_0 => set::<BlockTQ2_0>(block, d, |b| &mut b.d),
+        Q1_0 => set::<BlockQ1_0>(block, d, |b| &mut b.d),
+        Q2_0 => set::<BlockQ2_0>(block, d, |b| &mut b.d),
         _ => return false,
     }
     true
